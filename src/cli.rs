@@ -70,7 +70,13 @@ pub struct Args {
     pub print_config: bool,
 
     /// Log level: trace, debug, info, warning (warn), error, critical, off.
-    #[arg(short = 'l', long = "log-level", value_enum, default_value = "info", ignore_case = true)]
+    #[arg(
+        short = 'l',
+        long = "log-level",
+        value_enum,
+        default_value = "info",
+        ignore_case = true
+    )]
     pub log_level: LogLevel,
 
     /// Per-component levels, e.g. `upstream:debug,config:trace` (Envoy's syntax).
@@ -140,7 +146,18 @@ mod tests {
         let a = Args::try_parse_from(["legate", "-c", "f.yaml", "--mode", "validate", "-l", "warn"]).unwrap();
         assert_eq!(a.mode, Mode::Validate);
         assert_eq!(a.log_level, LogLevel::Warning);
-        let a = Args::try_parse_from(["legate", "--config-path", "f.yaml", "--concurrency", "2", "--service-node", "n", "--base-id", "3"]).unwrap();
+        let a = Args::try_parse_from([
+            "legate",
+            "--config-path",
+            "f.yaml",
+            "--concurrency",
+            "2",
+            "--service-node",
+            "n",
+            "--base-id",
+            "3",
+        ])
+        .unwrap();
         assert_eq!(a.concurrency, Some(2));
         assert_eq!(a.service_node.as_deref(), Some("n"));
         assert!(Args::try_parse_from(["legate", "--mode", "bogus"]).is_err());
@@ -149,7 +166,10 @@ mod tests {
 
     #[test]
     fn component_levels() {
-        assert_eq!(component_directives("upstream:debug,config:warning").unwrap(), vec!["legate::upstream=debug", "legate::config=warn"]);
+        assert_eq!(
+            component_directives("upstream:debug,config:warning").unwrap(),
+            vec!["legate::upstream=debug", "legate::config=warn"]
+        );
         assert!(component_directives("upstream").is_err());
         assert!(component_directives("upstream:loud").is_err());
     }

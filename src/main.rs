@@ -15,7 +15,9 @@ fn init_logging(args: &Args) -> Result<(), String> {
             filter = filter.add_directive(d.parse().map_err(|e| format!("--component-log-level: {e}"))?);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match &args.log_path {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -23,7 +25,10 @@ fn init_logging(args: &Args) -> Result<(), String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("--log-path {}: {e}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         None => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -39,6 +44,35 @@ fn main() -> ExitCode {
         eprintln!("legate: {e}");
         return ExitCode::FAILURE;
     }
+    // `--mode validate` also checks xDS response files (what
+    // path_config_source points at); Envoy itself only validates bootstraps.
+    if args.mode == Mode::Validate && args.config_yaml.is_none() {
+        if let Some(path) = args.config_path.as_deref() {
+            let is_xds = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| config::yaml::parse(&t).ok())
+                .is_some_and(|n| config::is_xds_file(&n));
+            if is_xds {
+                return match config::load_xds_file(path) {
+                    Ok(f) => {
+                        for w in &f.warnings {
+                            tracing::warn!("{w}");
+                        }
+                        println!(
+                            "configuration '{}' OK (xDS response, {} resources)",
+                            path.display(),
+                            f.resources.len()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("legate: error initializing configuration: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+        }
+    }
     let loaded = match config::load_bootstrap(args.config_path.as_deref(), args.config_yaml.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -48,6 +82,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut loaded = loaded;
+    config::apply_node_overrides(
+        &mut loaded.bootstrap,
+        args.service_node.as_deref(),
+        args.service_cluster.as_deref(),
+        args.service_zone.as_deref(),
+    );
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

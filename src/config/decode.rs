@@ -45,7 +45,12 @@ fn expected(path: &str, node: &Node, what: &str) -> ConfigError {
 }
 
 impl Decoder<'_> {
-    fn message(&mut self, desc: &MessageDescriptor, node: &Node, path: &str) -> Result<DynamicMessage, ConfigError> {
+    fn message(
+        &mut self,
+        desc: &MessageDescriptor,
+        node: &Node,
+        path: &str,
+    ) -> Result<DynamicMessage, ConfigError> {
         if let Some(m) = self.well_known(desc, node, path)? {
             return Ok(m);
         }
@@ -63,7 +68,11 @@ impl Decoder<'_> {
             else {
                 let fpath = child(path, &key.name);
                 if let Some(what) = extensions::not_implemented(desc.full_name(), &key.name) {
-                    return Err(ConfigError::not_supported(&fpath, key.line, format!("{what} is not supported by legate yet")));
+                    return Err(ConfigError::not_supported(
+                        &fpath,
+                        key.line,
+                        format!("{what} is not supported by legate yet"),
+                    ));
                 }
                 return Err(unknown_field(desc, &key.name, &fpath, key.line));
             };
@@ -75,14 +84,22 @@ impl Decoder<'_> {
                 continue;
             }
             if let Some(what) = extensions::not_implemented(desc.full_name(), field.name()) {
-                return Err(ConfigError::not_supported(&fpath, key.line, format!("{what} is not supported by legate yet")));
+                return Err(ConfigError::not_supported(
+                    &fpath,
+                    key.line,
+                    format!("{what} is not supported by legate yet"),
+                ));
             }
             if let Some(oneof) = field.containing_oneof() {
                 if let Some(other) = oneofs_set.insert(oneof.name().to_string(), field.name().to_string()) {
                     return Err(ConfigError::schema(
                         &fpath,
                         key.line,
-                        format!("`{}` and `{other}` are both set, but only one of the `{}` group may be", field.name(), oneof.name()),
+                        format!(
+                            "`{}` and `{other}` are both set, but only one of the `{}` group may be",
+                            field.name(),
+                            oneof.name()
+                        ),
                     ));
                 }
             }
@@ -103,10 +120,11 @@ impl Decoder<'_> {
             } else {
                 match self.value(&field.kind(), value, &fpath) {
                     Ok(v) => v,
-                    Err(e) if e.kind == super::error::ErrorKind::NotSupported
-                        && desc.full_name() == HTTP_FILTER
-                        && field.name() == "typed_config"
-                        && is_optional(&node) =>
+                    Err(e)
+                        if e.kind == super::error::ErrorKind::NotSupported
+                            && desc.full_name() == HTTP_FILTER
+                            && field.name() == "typed_config"
+                            && is_optional(&node) =>
                     {
                         // An optional HTTP filter legate does not have is
                         // skipped, as Envoy skips optional unknown filters.
@@ -126,32 +144,52 @@ impl Decoder<'_> {
         Ok(msg)
     }
 
-    fn map(&mut self, field: &prost_reflect::FieldDescriptor, node: &Node, path: &str) -> Result<PValue, ConfigError> {
+    fn map(
+        &mut self,
+        field: &prost_reflect::FieldDescriptor,
+        node: &Node,
+        path: &str,
+    ) -> Result<PValue, ConfigError> {
         let Some(entries) = node.as_map() else {
             return Err(expected(path, node, "a mapping"));
         };
         let Kind::Message(entry) = field.kind() else {
-            return Err(ConfigError::schema(path, node.line, "internal: map field without entry type"));
+            return Err(ConfigError::schema(
+                path,
+                node.line,
+                "internal: map field without entry type",
+            ));
         };
         let key_kind = entry.map_entry_key_field().kind();
         let value_kind = entry.map_entry_value_field().kind();
         let mut out = HashMap::new();
         for (k, v) in entries {
             let kpath = format!("{path}[{:?}]", k.name);
-            let key = match key_kind {
-                Kind::String => MapKey::String(k.name.clone()),
-                Kind::Bool => MapKey::Bool(k.name.parse().map_err(|_| ConfigError::schema(&kpath, k.line, "expected a boolean key"))?),
-                Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-                    MapKey::I32(k.name.parse().map_err(|_| ConfigError::schema(&kpath, k.line, "expected an integer key"))?)
-                }
-                Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-                    MapKey::I64(k.name.parse().map_err(|_| ConfigError::schema(&kpath, k.line, "expected an integer key"))?)
-                }
-                Kind::Uint32 | Kind::Fixed32 => {
-                    MapKey::U32(k.name.parse().map_err(|_| ConfigError::schema(&kpath, k.line, "expected an unsigned integer key"))?)
-                }
-                _ => MapKey::U64(k.name.parse().map_err(|_| ConfigError::schema(&kpath, k.line, "expected an unsigned integer key"))?),
-            };
+            let key =
+                match key_kind {
+                    Kind::String => MapKey::String(k.name.clone()),
+                    Kind::Bool => MapKey::Bool(
+                        k.name
+                            .parse()
+                            .map_err(|_| ConfigError::schema(&kpath, k.line, "expected a boolean key"))?,
+                    ),
+                    Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => MapKey::I32(
+                        k.name
+                            .parse()
+                            .map_err(|_| ConfigError::schema(&kpath, k.line, "expected an integer key"))?,
+                    ),
+                    Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => MapKey::I64(
+                        k.name
+                            .parse()
+                            .map_err(|_| ConfigError::schema(&kpath, k.line, "expected an integer key"))?,
+                    ),
+                    Kind::Uint32 | Kind::Fixed32 => MapKey::U32(k.name.parse().map_err(|_| {
+                        ConfigError::schema(&kpath, k.line, "expected an unsigned integer key")
+                    })?),
+                    _ => MapKey::U64(k.name.parse().map_err(|_| {
+                        ConfigError::schema(&kpath, k.line, "expected an unsigned integer key")
+                    })?),
+                };
             out.insert(key, self.value(&value_kind, v, &kpath)?);
         }
         Ok(PValue::Map(out))
@@ -168,13 +206,22 @@ impl Decoder<'_> {
                         .map(|v| v.number())
                         .ok_or_else(|| {
                             let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
-                            ConfigError::schema(path, node.line, format!("unknown value `{s}`; expected one of {}", names.join(", ")))
+                            ConfigError::schema(
+                                path,
+                                node.line,
+                                format!("unknown value `{s}`; expected one of {}", names.join(", ")),
+                            )
                         })?,
                     Value::Int(i) => {
-                        let n = i32::try_from(*i).map_err(|_| ConfigError::schema(path, node.line, "enum number out of range"))?;
-                        e.get_value(n)
-                            .map(|v| v.number())
-                            .ok_or_else(|| ConfigError::schema(path, node.line, format!("{n} is not a value of {}", e.name())))?
+                        let n = i32::try_from(*i)
+                            .map_err(|_| ConfigError::schema(path, node.line, "enum number out of range"))?;
+                        e.get_value(n).map(|v| v.number()).ok_or_else(|| {
+                            ConfigError::schema(
+                                path,
+                                node.line,
+                                format!("{n} is not a value of {}", e.name()),
+                            )
+                        })?
                     }
                     _ => return Err(expected(path, node, &format!("one of the {} names", e.name()))),
                 };
@@ -195,11 +242,19 @@ impl Decoder<'_> {
                 _ => return Err(expected(path, node, "a string")),
             }),
             Kind::Bytes => match &node.value {
-                Value::Str(s) => PValue::Bytes(base64_decode(s).ok_or_else(|| expected(path, node, "base64 text"))?.into()),
+                Value::Str(s) => PValue::Bytes(
+                    base64_decode(s)
+                        .ok_or_else(|| expected(path, node, "base64 text"))?
+                        .into(),
+                ),
                 _ => return Err(expected(path, node, "base64 text")),
             },
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => PValue::I32(int_in_range(node, path, i32::MIN.into(), i32::MAX.into())? as i32),
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => PValue::I64(int_in_range(node, path, i64::MIN.into(), i64::MAX.into())? as i64),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+                PValue::I32(int_in_range(node, path, i32::MIN.into(), i32::MAX.into())? as i32)
+            }
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                PValue::I64(int_in_range(node, path, i64::MIN.into(), i64::MAX.into())? as i64)
+            }
             Kind::Uint32 | Kind::Fixed32 => PValue::U32(int_in_range(node, path, 0, u32::MAX.into())? as u32),
             Kind::Uint64 | Kind::Fixed64 => PValue::U64(int_in_range(node, path, 0, u64::MAX.into())? as u64),
             Kind::Double => PValue::F64(float(node, path)?),
@@ -208,7 +263,12 @@ impl Decoder<'_> {
     }
 
     /// google.protobuf types with a special JSON form. `None`: not one of them.
-    fn well_known(&mut self, desc: &MessageDescriptor, node: &Node, path: &str) -> Result<Option<DynamicMessage>, ConfigError> {
+    fn well_known(
+        &mut self,
+        desc: &MessageDescriptor,
+        node: &Node,
+        path: &str,
+    ) -> Result<Option<DynamicMessage>, ConfigError> {
         let name = desc.full_name();
         if !name.starts_with("google.protobuf.") {
             return Ok(None);
@@ -240,19 +300,29 @@ impl Decoder<'_> {
                 msg.set_field(&field, v);
             }
             "google.protobuf.Struct" => {
-                let Some(entries) = node.as_map() else { return Err(expected(path, node, "a mapping")) };
+                let Some(entries) = node.as_map() else {
+                    return Err(expected(path, node, "a mapping"));
+                };
                 let mut fields = HashMap::new();
                 let value_desc = struct_value_desc(desc)?;
                 for (k, v) in entries {
-                    fields.insert(MapKey::String(k.name.clone()), PValue::Message(json_value(&value_desc, v)?));
+                    fields.insert(
+                        MapKey::String(k.name.clone()),
+                        PValue::Message(json_value(&value_desc, v)?),
+                    );
                 }
                 msg.set_field_by_name("fields", PValue::Map(fields));
             }
             "google.protobuf.Value" => return Ok(Some(json_value(desc, node)?)),
             "google.protobuf.ListValue" => {
-                let Value::Seq(items) = &node.value else { return Err(expected(path, node, "a list")) };
+                let Value::Seq(items) = &node.value else {
+                    return Err(expected(path, node, "a list"));
+                };
                 let value_desc = list_value_desc(desc)?;
-                let values = items.iter().map(|i| json_value(&value_desc, i).map(PValue::Message)).collect::<Result<_, _>>()?;
+                let values = items
+                    .iter()
+                    .map(|i| json_value(&value_desc, i).map(PValue::Message))
+                    .collect::<Result<_, _>>()?;
                 msg.set_field_by_name("values", PValue::List(values));
             }
             "google.protobuf.Empty" => match &node.value {
@@ -268,12 +338,19 @@ impl Decoder<'_> {
     /// An `Any`: the message type comes from `@type`, the rest of the mapping
     /// is that message.
     fn any(&mut self, node: &Node, path: &str) -> Result<DynamicMessage, ConfigError> {
-        let Some(_) = node.as_map() else { return Err(expected(path, node, "a mapping with \"@type\"")) };
+        let Some(_) = node.as_map() else {
+            return Err(expected(path, node, "a mapping with \"@type\""));
+        };
         let Some(type_node) = node.get("@type") else {
             return Err(ConfigError::schema(path, node.line, "missing \"@type\" (e.g. \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router)"));
         };
-        let Some(type_url) = type_node.as_str() else { return Err(expected(&child(path, "@type"), type_node, "a type URL string")) };
+        let Some(type_url) = type_node.as_str() else {
+            return Err(expected(&child(path, "@type"), type_node, "a type URL string"));
+        };
         let name = type_url.rsplit('/').next().unwrap_or(type_url);
+        if matches!(name, "xds.type.v3.TypedStruct" | "udpa.type.v1.TypedStruct") {
+            return self.typed_struct(node, path);
+        }
         let (name, type_url) = match extensions::V2_TYPES.iter().find(|(v2, _)| *v2 == name) {
             Some((v2, v3)) => {
                 self.warnings.push(Warning {
@@ -287,13 +364,22 @@ impl Decoder<'_> {
             None => (name, type_url.to_string()),
         };
         let Some(desc) = proto::pool().get_message_by_name(name) else {
-            return Err(ConfigError::not_supported(&child(path, "@type"), type_node.line, format!("extension type `{name}` is not supported by legate yet")));
+            return Err(ConfigError::not_supported(
+                &child(path, "@type"),
+                type_node.line,
+                format!("extension type `{name}` is not supported by legate yet"),
+            ));
         };
         let mut rest = node.clone();
         rest.remove("@type");
-        let inner = if name.starts_with("google.protobuf.") && !matches!(name, "google.protobuf.Struct" | "google.protobuf.Empty") {
+        let inner = if name.starts_with("google.protobuf.")
+            && !matches!(name, "google.protobuf.Struct" | "google.protobuf.Empty")
+        {
             // Well-known types in an Any carry their JSON form under "value".
-            let v = rest.get("value").cloned().unwrap_or_else(|| Node::new(Value::Null));
+            let v = rest
+                .get("value")
+                .cloned()
+                .unwrap_or_else(|| Node::new(Value::Null));
             self.message(&desc, &v, &child(path, "value"))?
         } else {
             self.message(&desc, &rest, path)?
@@ -308,8 +394,48 @@ impl Decoder<'_> {
     }
 }
 
+impl Decoder<'_> {
+    /// `TypedStruct` carries an extension's config as a Struct with its type
+    /// in `type_url`; it means the same as an Any of that type.
+    fn typed_struct(&mut self, node: &Node, path: &str) -> Result<DynamicMessage, ConfigError> {
+        let Some(inner_type) = node.get("type_url").and_then(Node::as_str) else {
+            return Err(ConfigError::schema(
+                &child(path, "type_url"),
+                node.line,
+                "a TypedStruct needs a `type_url`",
+            ));
+        };
+        let mut inner = node
+            .get("value")
+            .cloned()
+            .unwrap_or_else(|| Node::new(Value::Map(Vec::new())));
+        if matches!(inner.value, Value::Null) {
+            inner = Node::new(Value::Map(Vec::new()));
+        }
+        let Some(map) = inner.as_map_mut() else {
+            return Err(expected(&child(path, "value"), &inner, "a mapping"));
+        };
+        map.insert(
+            0,
+            (
+                super::yaml::Key {
+                    name: "@type".into(),
+                    line: node.line,
+                },
+                Node::str(inner_type),
+            ),
+        );
+        self.any(&inner, &child(path, "value"))
+    }
+}
+
 fn is_optional(node: &Node) -> bool {
-    matches!(node.get("is_optional").or_else(|| node.get("isOptional")).map(|n| &n.value), Some(Value::Bool(true)))
+    matches!(
+        node.get("is_optional")
+            .or_else(|| node.get("isOptional"))
+            .map(|n| &n.value),
+        Some(Value::Bool(true))
+    )
 }
 
 fn unknown_field(desc: &MessageDescriptor, name: &str, path: &str, line: u64) -> ConfigError {
@@ -355,7 +481,11 @@ fn int_in_range(node: &Node, path: &str, min: i128, max: i128) -> Result<i128, C
     };
     let v = v.ok_or_else(|| expected(path, node, "an integer"))?;
     if v < min || v > max {
-        return Err(ConfigError::schema(path, node.line, format!("{v} is out of range; expected {min}..={max}")));
+        return Err(ConfigError::schema(
+            path,
+            node.line,
+            format!("{v} is out of range; expected {min}..={max}"),
+        ));
     }
     Ok(v)
 }
@@ -385,7 +515,10 @@ pub fn parse_duration(s: &str) -> Option<(i64, i32)> {
     if whole.is_empty() && frac.is_empty() {
         return None;
     }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 9 {
+    if !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 9
+    {
         return None;
     }
     let seconds: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
@@ -393,8 +526,16 @@ pub fn parse_duration(s: &str) -> Option<(i64, i32)> {
     if seconds > 315_576_000_000 {
         return None;
     }
-    let nanos: i32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    Some(if negative { (-seconds, -nanos) } else { (seconds, nanos) })
+    let nanos: i32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    Some(if negative {
+        (-seconds, -nanos)
+    } else {
+        (seconds, nanos)
+    })
 }
 
 fn struct_value_desc(struct_desc: &MessageDescriptor) -> Result<MessageDescriptor, ConfigError> {
@@ -423,7 +564,10 @@ fn json_value(value_desc: &MessageDescriptor, node: &Node) -> Result<DynamicMess
                 .get_message_by_name("google.protobuf.ListValue")
                 .ok_or_else(|| ConfigError::schema("", 0, "internal: no ListValue"))?;
             let mut list = DynamicMessage::new(list_desc);
-            let values = items.iter().map(|i| json_value(value_desc, i).map(PValue::Message)).collect::<Result<_, _>>()?;
+            let values = items
+                .iter()
+                .map(|i| json_value(value_desc, i).map(PValue::Message))
+                .collect::<Result<_, _>>()?;
             list.set_field_by_name("values", PValue::List(values));
             v.set_field_by_name("list_value", PValue::Message(list));
         }
@@ -434,7 +578,10 @@ fn json_value(value_desc: &MessageDescriptor, node: &Node) -> Result<DynamicMess
             let mut s = DynamicMessage::new(struct_desc);
             let mut fields = HashMap::new();
             for (k, val) in entries {
-                fields.insert(MapKey::String(k.name.clone()), PValue::Message(json_value(value_desc, val)?));
+                fields.insert(
+                    MapKey::String(k.name.clone()),
+                    PValue::Message(json_value(value_desc, val)?),
+                );
             }
             s.set_field_by_name("fields", PValue::Map(fields));
             v.set_field_by_name("struct_value", PValue::Message(s));
@@ -454,7 +601,10 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    let clean: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=').collect();
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .collect();
     let mut out = Vec::with_capacity(clean.len() * 3 / 4);
     for chunk in clean.chunks(4) {
         let mut acc = 0u32;

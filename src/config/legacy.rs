@@ -62,7 +62,16 @@ fn extension(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
                 line,
                 format!("`{name}` is a v2 extension name; the v3 name is `{v3}`"),
             );
-            node.insert(Key { name: "name".into(), line }, Node { line, ..Node::str(v3) });
+            node.insert(
+                Key {
+                    name: "name".into(),
+                    line,
+                },
+                Node {
+                    line,
+                    ..Node::str(v3)
+                },
+            );
         }
     }
     if let Some((key, mut config)) = node.remove("config") {
@@ -83,8 +92,14 @@ fn extension(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
         }
         let line = config.line;
         node.insert(
-            Key { name: "typed_config".into(), line: key.line },
-            Node { line, ..typed(ty, config) },
+            Key {
+                name: "typed_config".into(),
+                line: key.line,
+            },
+            Node {
+                line,
+                ..typed(ty, config)
+            },
         );
         return;
     }
@@ -98,7 +113,13 @@ fn extension(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
                     "`{v3}` has no `typed_config`; Envoy 1.22+ requires one: add typed_config with \"@type\": {TYPE_PREFIX}{ty}"
                 ),
             );
-            node.insert(Key { name: "typed_config".into(), line: node.line }, typed(ty, Node::new(Value::Map(Vec::new()))));
+            node.insert(
+                Key {
+                    name: "typed_config".into(),
+                    line: node.line,
+                },
+                typed(ty, Node::new(Value::Map(Vec::new()))),
+            );
         }
     }
 }
@@ -121,7 +142,16 @@ fn cluster(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
             .into_iter()
             .map(|a| {
                 let line = a.line;
-                Node { line, ..Node::map(vec![("endpoint", Node { line, ..Node::map(vec![("address", a)]) })]) }
+                Node {
+                    line,
+                    ..Node::map(vec![(
+                        "endpoint",
+                        Node {
+                            line,
+                            ..Node::map(vec![("address", a)])
+                        },
+                    )])
+                }
             })
             .collect();
         let cluster_name = node.get("name").cloned().unwrap_or_else(|| Node::str(""));
@@ -129,10 +159,22 @@ fn cluster(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
             ("cluster_name", cluster_name),
             (
                 "endpoints",
-                Node::new(Value::Seq(vec![Node::map(vec![("lb_endpoints", Node::new(Value::Seq(lb_endpoints)))])])),
+                Node::new(Value::Seq(vec![Node::map(vec![(
+                    "lb_endpoints",
+                    Node::new(Value::Seq(lb_endpoints)),
+                )])])),
             ),
         ]);
-        node.insert(Key { name: "load_assignment".into(), line: key.line }, Node { line: key.line, ..assignment });
+        node.insert(
+            Key {
+                name: "load_assignment".into(),
+                line: key.line,
+            },
+            Node {
+                line: key.line,
+                ..assignment
+            },
+        );
     }
 
     // Cluster.{http,http2,common_http}_protocol_options are deprecated in v3
@@ -162,7 +204,11 @@ fn cluster(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
             if first_line == 0 {
                 first_line = key.line;
             }
-            let value = if matches!(value.value, Value::Null) { Node::new(Value::Map(Vec::new())) } else { value };
+            let value = if matches!(value.value, Value::Null) {
+                Node::new(Value::Map(Vec::new()))
+            } else {
+                value
+            };
             if target == "common_http_protocol_options" {
                 common = Some(value);
             } else {
@@ -181,19 +227,36 @@ fn cluster(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
         options.push(("explicit_http_config", Node::map(explicit)));
     }
     let options = typed(UPSTREAM_HTTP_OPTIONS, Node::map(options));
-    let key = Key { name: "typed_extension_protocol_options".into(), line: first_line };
+    let key = Key {
+        name: "typed_extension_protocol_options".into(),
+        line: first_line,
+    };
     match node.get_mut("typed_extension_protocol_options") {
         Some(existing) if existing.get(UPSTREAM_HTTP_OPTIONS).is_some() => {
             // Both forms given: the v3 one wins, as in Envoy.
         }
-        Some(existing) => existing.insert(Key { name: UPSTREAM_HTTP_OPTIONS.into(), line: first_line }, options),
-        None => node.insert(key, Node { line: first_line, ..Node::map(vec![(UPSTREAM_HTTP_OPTIONS, options)]) }),
+        Some(existing) => existing.insert(
+            Key {
+                name: UPSTREAM_HTTP_OPTIONS.into(),
+                line: first_line,
+            },
+            options,
+        ),
+        None => node.insert(
+            key,
+            Node {
+                line: first_line,
+                ..Node::map(vec![(UPSTREAM_HTTP_OPTIONS, options)])
+            },
+        ),
     }
 }
 
 /// Admin `access_log_path` (deprecated in v3) becomes a file access logger.
 fn admin(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
-    let Some((key, value)) = node.remove("access_log_path") else { return };
+    let Some((key, value)) = node.remove("access_log_path") else {
+        return;
+    };
     warn(
         warnings,
         &child(path, "access_log_path"),
@@ -205,13 +268,28 @@ fn admin(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
         ("name", Node::str("envoy.access_loggers.file")),
         (
             "typed_config",
-            typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", Node::map(vec![("path", value)])),
+            typed(
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                Node::map(vec![("path", value)]),
+            ),
         ),
     ]);
     let logger = Node { line, ..logger };
     match node.get_mut("access_log") {
-        Some(Node { value: Value::Seq(items), .. }) => items.push(logger),
-        _ => node.insert(Key { name: "access_log".into(), line }, Node { line, ..Node::new(Value::Seq(vec![logger])) }),
+        Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) => items.push(logger),
+        _ => node.insert(
+            Key {
+                name: "access_log".into(),
+                line,
+            },
+            Node {
+                line,
+                ..Node::new(Value::Seq(vec![logger]))
+            },
+        ),
     }
 }
 
@@ -229,8 +307,14 @@ mod tests {
 
     #[test]
     fn v2_filter_config_becomes_typed_config() {
-        let (n, w) = run("envoy.config.listener.v3.Filter", "name: envoy.http_connection_manager\nconfig:\n  stat_prefix: a\n");
-        assert_eq!(n.get("name").unwrap().as_str(), Some("envoy.filters.network.http_connection_manager"));
+        let (n, w) = run(
+            "envoy.config.listener.v3.Filter",
+            "name: envoy.http_connection_manager\nconfig:\n  stat_prefix: a\n",
+        );
+        assert_eq!(
+            n.get("name").unwrap().as_str(),
+            Some("envoy.filters.network.http_connection_manager")
+        );
         let tc = n.get("typed_config").unwrap();
         assert_eq!(
             tc.get("@type").unwrap().as_str(),
@@ -264,16 +348,29 @@ mod tests {
         );
         let la = n.get("load_assignment").unwrap();
         assert_eq!(la.get("cluster_name").unwrap().as_str(), Some("s1"));
-        let opts = n.get("typed_extension_protocol_options").unwrap().get(UPSTREAM_HTTP_OPTIONS).unwrap();
-        assert!(opts.get("explicit_http_config").unwrap().get("http2_protocol_options").is_some());
+        let opts = n
+            .get("typed_extension_protocol_options")
+            .unwrap()
+            .get(UPSTREAM_HTTP_OPTIONS)
+            .unwrap();
+        assert!(opts
+            .get("explicit_http_config")
+            .unwrap()
+            .get("http2_protocol_options")
+            .is_some());
         assert_eq!(w.len(), 2);
     }
 
     #[test]
     fn admin_access_log_path_becomes_a_file_logger() {
         let (n, w) = run("envoy.config.bootstrap.v3.Admin", "access_log_path: /dev/null\n");
-        let Value::Seq(logs) = &n.get("access_log").unwrap().value else { panic!() };
-        assert_eq!(logs[0].get("typed_config").unwrap().get("path").unwrap().as_str(), Some("/dev/null"));
+        let Value::Seq(logs) = &n.get("access_log").unwrap().value else {
+            panic!()
+        };
+        assert_eq!(
+            logs[0].get("typed_config").unwrap().get("path").unwrap().as_str(),
+            Some("/dev/null")
+        );
         assert_eq!(w.len(), 1);
     }
 

@@ -17,7 +17,8 @@ use crate::proto::envoy::extensions::filters::network::http_connection_manager::
     http_connection_manager, http_filter, HttpConnectionManager,
 };
 
-pub const HCM_TYPE: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+pub const HCM_TYPE: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 pub const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
 pub const UPSTREAM_HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const ACCESS_LOG_TYPES: &[&str] = &[
@@ -50,10 +51,41 @@ pub fn bootstrap(b: &Bootstrap, line_of: LineOf) -> Result<(), ConfigError> {
     }
     if let Some(d) = &b.dynamic_resources {
         if let Some(ads) = &d.ads_config {
-            v.grpc_services(&ads.grpc_services, "dynamic_resources.ads_config.grpc_services", &cluster_names)?;
+            v.grpc_services(
+                &ads.grpc_services,
+                "dynamic_resources.ads_config.grpc_services",
+                &cluster_names,
+            )?;
         }
     }
     Ok(())
+}
+
+/// One xDS resource (from a file or, later, a control plane), checked as the
+/// same resource in a bootstrap would be. Cluster references from routes are
+/// not checked: clusters may come from another source.
+pub fn resource(any: &prost_types::Any, path: &str, line_of: LineOf) -> Result<(), ConfigError> {
+    use crate::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    let v = Validator { line_of };
+    let ty = type_url_name(&any.type_url);
+    let bad =
+        |e: prost::DecodeError| ConfigError::schema(path, line_of(path), format!("cannot decode {ty}: {e}"));
+    match ty {
+        "envoy.config.listener.v3.Listener" => v.listener(&Listener::decode(any.value.as_slice()).map_err(bad)?, path, None),
+        "envoy.config.cluster.v3.Cluster" => v.cluster(&Cluster::decode(any.value.as_slice()).map_err(bad)?, path),
+        "envoy.config.route.v3.RouteConfiguration" => {
+            v.route_config(&RouteConfiguration::decode(any.value.as_slice()).map_err(bad)?, path, None)
+        }
+        "envoy.config.endpoint.v3.ClusterLoadAssignment" => {
+            ClusterLoadAssignment::decode(any.value.as_slice()).map_err(bad)?;
+            Ok(())
+        }
+        other => Err(ConfigError::schema(
+            &child(path, "@type"),
+            line_of(&child(path, "@type")),
+            format!("`{other}` is not an xDS resource type legate serves (Listener, Cluster, RouteConfiguration, ClusterLoadAssignment)"),
+        )),
+    }
 }
 
 struct Validator<'a> {
@@ -99,7 +131,10 @@ impl Validator<'_> {
             let path = index("static_resources.clusters", i);
             self.cluster(c, &path)?;
             if !names.insert(c.name.clone()) {
-                return Err(self.err(&child(&path, "name"), format!("duplicate cluster name `{}`", c.name)));
+                return Err(self.err(
+                    &child(&path, "name"),
+                    format!("duplicate cluster name `{}`", c.name),
+                ));
             }
         }
         let mut listener_names = HashSet::new();
@@ -107,7 +142,10 @@ impl Validator<'_> {
         for (i, l) in sr.listeners.iter().enumerate() {
             let path = index("static_resources.listeners", i);
             if !l.name.is_empty() && !listener_names.insert(l.name.clone()) {
-                return Err(self.err(&child(&path, "name"), format!("duplicate listener name `{}`", l.name)));
+                return Err(self.err(
+                    &child(&path, "name"),
+                    format!("duplicate listener name `{}`", l.name),
+                ));
             }
             if let Some(key) = l.address.as_ref().and_then(socket_key) {
                 if let Some(other) = addresses.insert(key.clone(), i) {
@@ -131,7 +169,9 @@ impl Validator<'_> {
             }
         }
         let kind = match c.cluster_discovery_type {
-            Some(cluster::ClusterDiscoveryType::Type(t)) => cluster::DiscoveryType::try_from(t).unwrap_or(cluster::DiscoveryType::Static),
+            Some(cluster::ClusterDiscoveryType::Type(t)) => {
+                cluster::DiscoveryType::try_from(t).unwrap_or(cluster::DiscoveryType::Static)
+            }
             _ => cluster::DiscoveryType::Static,
         };
         match kind {
@@ -142,20 +182,26 @@ impl Validator<'_> {
                     "ORIGINAL_DST clusters are not supported by legate yet",
                 ))
             }
-            cluster::DiscoveryType::Eds => {
-                if c.eds_cluster_config.is_none() {
-                    return Err(self.err(&child(path, "eds_cluster_config"), "an EDS cluster needs `eds_cluster_config` (with `eds_config`)"));
-                }
+            cluster::DiscoveryType::Eds if c.eds_cluster_config.is_none() => {
+                return Err(self.err(
+                    &child(path, "eds_cluster_config"),
+                    "an EDS cluster needs `eds_cluster_config` (with `eds_config`)",
+                ));
             }
             _ => {}
         }
         match cluster::LbPolicy::try_from(c.lb_policy) {
-            Ok(cluster::LbPolicy::RoundRobin | cluster::LbPolicy::LeastRequest | cluster::LbPolicy::Random) => {}
+            Ok(
+                cluster::LbPolicy::RoundRobin | cluster::LbPolicy::LeastRequest | cluster::LbPolicy::Random,
+            ) => {}
             Ok(other) => {
                 return Err(ConfigError::not_supported(
                     &child(path, "lb_policy"),
                     (self.line_of)(&child(path, "lb_policy")),
-                    format!("lb_policy {} is not supported by legate yet (ROUND_ROBIN, LEAST_REQUEST and RANDOM are)", other.as_str_name()),
+                    format!(
+                    "lb_policy {} is not supported by legate yet (ROUND_ROBIN, LEAST_REQUEST and RANDOM are)",
+                    other.as_str_name()
+                ),
                 ))
             }
             Err(_) => return Err(self.err(&child(path, "lb_policy"), "unknown lb_policy")),
@@ -175,11 +221,16 @@ impl Validator<'_> {
                                 return Err(self.err(&apath, "an endpoint needs an `address`"));
                             };
                             // Only STATIC (and EDS) endpoints must be IPs; DNS clusters resolve names.
-                            let needs_ip = matches!(kind, cluster::DiscoveryType::Static | cluster::DiscoveryType::Eds);
+                            let needs_ip =
+                                matches!(kind, cluster::DiscoveryType::Static | cluster::DiscoveryType::Eds);
                             self.address(a, &apath, needs_ip)?;
                             endpoint_count += 1;
                         }
-                        _ => return Err(self.err(&child(&epath, "endpoint"), "an lb_endpoint needs an `endpoint`")),
+                        _ => {
+                            return Err(
+                                self.err(&child(&epath, "endpoint"), "an lb_endpoint needs an `endpoint`")
+                            )
+                        }
                     }
                 }
             }
@@ -193,11 +244,19 @@ impl Validator<'_> {
         for (key, any) in &c.typed_extension_protocol_options {
             let kpath = format!("{}[{key:?}]", child(path, "typed_extension_protocol_options"));
             let ty = type_url_name(&any.type_url);
-            if key != UPSTREAM_HTTP_OPTIONS && key != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
-                return Err(ConfigError::not_supported(&kpath, (self.line_of)(&kpath), format!("protocol options for `{key}` are not supported by legate yet")));
+            if key != UPSTREAM_HTTP_OPTIONS && key != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+            {
+                return Err(ConfigError::not_supported(
+                    &kpath,
+                    (self.line_of)(&kpath),
+                    format!("protocol options for `{key}` are not supported by legate yet"),
+                ));
             }
             if ty != UPSTREAM_HTTP_OPTIONS {
-                return Err(self.err(&kpath, format!("expected \"@type\" {UPSTREAM_HTTP_OPTIONS}, found {ty}")));
+                return Err(self.err(
+                    &kpath,
+                    format!("expected \"@type\" {UPSTREAM_HTTP_OPTIONS}, found {ty}"),
+                ));
             }
         }
         Ok(())
@@ -210,43 +269,78 @@ impl Validator<'_> {
                 let spath = child(path, "socket_address");
                 match &sa.port_specifier {
                     Some(socket_address::PortSpecifier::PortValue(p)) if *p > 65535 => {
-                        return Err(self.err(&child(&spath, "port_value"), format!("{p} is not a port; expected 0..=65535")));
+                        return Err(self.err(
+                            &child(&spath, "port_value"),
+                            format!("{p} is not a port; expected 0..=65535"),
+                        ));
                     }
                     Some(socket_address::PortSpecifier::NamedPort(_)) => {
-                        return Err(ConfigError::not_supported(&child(&spath, "named_port"), (self.line_of)(&child(&spath, "named_port")), "named ports are not supported by legate yet"));
+                        return Err(ConfigError::not_supported(
+                            &child(&spath, "named_port"),
+                            (self.line_of)(&child(&spath, "named_port")),
+                            "named ports are not supported by legate yet",
+                        ));
                     }
                     _ => {}
                 }
                 if sa.address.is_empty() {
-                    return Err(self.err(&child(&spath, "address"), "an address is required (e.g. 0.0.0.0 or ::)"));
+                    return Err(self.err(
+                        &child(&spath, "address"),
+                        "an address is required (e.g. 0.0.0.0 or ::)",
+                    ));
                 }
                 if needs_ip && sa.address.parse::<std::net::IpAddr>().is_err() {
-                    return Err(self.err(&child(&spath, "address"), format!("`{}` is not an IP address; this address must be an IP", sa.address)));
+                    return Err(self.err(
+                        &child(&spath, "address"),
+                        format!(
+                            "`{}` is not an IP address; this address must be an IP",
+                            sa.address
+                        ),
+                    ));
                 }
                 Ok(())
             }
-            Some(_) => Err(ConfigError::not_supported(path, (self.line_of)(path), "only socket_address addresses are supported by legate yet")),
+            Some(_) => Err(ConfigError::not_supported(
+                path,
+                (self.line_of)(path),
+                "only socket_address addresses are supported by legate yet",
+            )),
             None => Err(self.err(path, "an address needs `socket_address`")),
         }
     }
 
-    fn listener(&self, l: &Listener, path: &str, clusters: Option<&HashSet<String>>) -> Result<(), ConfigError> {
+    fn listener(
+        &self,
+        l: &Listener,
+        path: &str,
+        clusters: Option<&HashSet<String>>,
+    ) -> Result<(), ConfigError> {
         let Some(a) = &l.address else {
             return Err(self.err(&child(path, "address"), "a listener needs an `address`"));
         };
         self.address(a, &child(path, "address"), true)?;
         if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
-            return Err(self.err(&child(path, "filter_chains"), "a listener needs at least one filter chain"));
+            return Err(self.err(
+                &child(path, "filter_chains"),
+                "a listener needs at least one filter chain",
+            ));
         }
         let chains = l
             .filter_chains
             .iter()
             .enumerate()
             .map(|(i, fc)| (index(&child(path, "filter_chains"), i), fc))
-            .chain(l.default_filter_chain.iter().map(|fc| (child(path, "default_filter_chain"), fc)));
+            .chain(
+                l.default_filter_chain
+                    .iter()
+                    .map(|fc| (child(path, "default_filter_chain"), fc)),
+            );
         for (cpath, fc) in chains {
             if fc.filters.is_empty() {
-                return Err(self.err(&child(&cpath, "filters"), "a filter chain needs at least one filter"));
+                return Err(self.err(
+                    &child(&cpath, "filters"),
+                    "a filter chain needs at least one filter",
+                ));
             }
             for (i, f) in fc.filters.iter().enumerate() {
                 let fpath = index(&child(&cpath, "filters"), i);
@@ -262,7 +356,10 @@ impl Validator<'_> {
                     ));
                 };
                 if i + 1 != fc.filters.len() {
-                    return Err(self.err(&fpath, "the HTTP connection manager must be the last network filter"));
+                    return Err(self.err(
+                        &fpath,
+                        "the HTTP connection manager must be the last network filter",
+                    ));
                 }
                 self.hcm(&hcm, &tpath, clusters)?;
             }
@@ -273,9 +370,17 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn hcm(&self, h: &HttpConnectionManager, path: &str, clusters: Option<&HashSet<String>>) -> Result<(), ConfigError> {
+    fn hcm(
+        &self,
+        h: &HttpConnectionManager,
+        path: &str,
+        clusters: Option<&HashSet<String>>,
+    ) -> Result<(), ConfigError> {
         if h.stat_prefix.is_empty() {
-            return Err(self.err(&child(path, "stat_prefix"), "the HTTP connection manager needs a non-empty `stat_prefix`"));
+            return Err(self.err(
+                &child(path, "stat_prefix"),
+                "the HTTP connection manager needs a non-empty `stat_prefix`",
+            ));
         }
         match &h.route_specifier {
             Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
@@ -283,10 +388,16 @@ impl Validator<'_> {
             }
             Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
                 if rds.route_config_name.is_empty() {
-                    return Err(self.err(&child(&child(path, "rds"), "route_config_name"), "`rds` needs a `route_config_name`"));
+                    return Err(self.err(
+                        &child(&child(path, "rds"), "route_config_name"),
+                        "`rds` needs a `route_config_name`",
+                    ));
                 }
                 if rds.config_source.is_none() {
-                    return Err(self.err(&child(&child(path, "rds"), "config_source"), "`rds` needs a `config_source`"));
+                    return Err(self.err(
+                        &child(&child(path, "rds"), "config_source"),
+                        "`rds` needs a `config_source`",
+                    ));
                 }
             }
             _ => return Err(self.err(path, "the HTTP connection manager needs `route_config` or `rds`")),
@@ -296,7 +407,10 @@ impl Validator<'_> {
         }
         let fpath = child(path, "http_filters");
         let Some(last) = h.http_filters.last() else {
-            return Err(self.err(&fpath, "`http_filters` must end with the router filter (envoy.filters.http.router)"));
+            return Err(self.err(
+                &fpath,
+                "`http_filters` must end with the router filter (envoy.filters.http.router)",
+            ));
         };
         for (i, f) in h.http_filters.iter().enumerate() {
             let p = index(&fpath, i);
@@ -306,14 +420,22 @@ impl Validator<'_> {
                 _ => return Err(self.err(&p, format!("HTTP filter `{}` needs a `typed_config`", f.name))),
             };
             if ty != ROUTER_TYPE {
-                return Err(ConfigError::not_supported(&p, (self.line_of)(&p), format!("HTTP filter `{ty}` is not supported by legate yet")));
+                return Err(ConfigError::not_supported(
+                    &p,
+                    (self.line_of)(&p),
+                    format!("HTTP filter `{ty}` is not supported by legate yet"),
+                ));
             }
             if !std::ptr::eq(f, last) {
                 return Err(self.err(&p, "the router filter must be the last HTTP filter"));
             }
         }
-        if !matches!(&last.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if type_url_name(&a.type_url) == ROUTER_TYPE) {
-            return Err(self.err(&fpath, "`http_filters` must end with the router filter (envoy.filters.http.router)"));
+        if !matches!(&last.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if type_url_name(&a.type_url) == ROUTER_TYPE)
+        {
+            return Err(self.err(
+                &fpath,
+                "`http_filters` must end with the router filter (envoy.filters.http.router)",
+            ));
         }
         for (i, log) in h.access_log.iter().enumerate() {
             self.access_log(log, &index(&child(path, "access_log"), i))?;
@@ -323,7 +445,12 @@ impl Validator<'_> {
 
     /// `clusters`: the static cluster names when the route config is static
     /// (Envoy checks references then, unless `validate_clusters: false`).
-    pub(crate) fn route_config(&self, rc: &RouteConfiguration, path: &str, clusters: Option<&HashSet<String>>) -> Result<(), ConfigError> {
+    pub(crate) fn route_config(
+        &self,
+        rc: &RouteConfiguration,
+        path: &str,
+        clusters: Option<&HashSet<String>>,
+    ) -> Result<(), ConfigError> {
         let check_clusters = rc.validate_clusters.as_ref().is_none_or(|v| *v);
         let mut domains: HashMap<String, usize> = HashMap::new();
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -332,7 +459,10 @@ impl Validator<'_> {
                 return Err(self.err(&child(&vpath, "name"), "a virtual host needs a `name`"));
             }
             if vh.domains.is_empty() {
-                return Err(self.err(&child(&vpath, "domains"), "a virtual host needs at least one domain (\"*\" matches all)"));
+                return Err(self.err(
+                    &child(&vpath, "domains"),
+                    "a virtual host needs at least one domain (\"*\" matches all)",
+                ));
             }
             for (j, d) in vh.domains.iter().enumerate() {
                 let dpath = index(&child(&vpath, "domains"), j);
@@ -355,18 +485,35 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn route(&self, r: &crate::proto::envoy::config::route::v3::Route, path: &str, clusters: Option<&HashSet<String>>) -> Result<(), ConfigError> {
+    fn route(
+        &self,
+        r: &crate::proto::envoy::config::route::v3::Route,
+        path: &str,
+        clusters: Option<&HashSet<String>>,
+    ) -> Result<(), ConfigError> {
         let mpath = child(path, "match");
         let Some(m) = &r.r#match else {
             return Err(self.err(&mpath, "a route needs a `match`"));
         };
         match &m.path_specifier {
-            Some(route_match::PathSpecifier::SafeRegex(re)) => self.regex(&re.regex, &child(&mpath, "safe_regex"))?,
-            Some(route_match::PathSpecifier::PathSeparatedPrefix(p)) if p.contains(['?', '#']) || p.ends_with('/') => {
-                return Err(self.err(&child(&mpath, "path_separated_prefix"), "must not contain ? or # nor end with /"));
+            Some(route_match::PathSpecifier::SafeRegex(re)) => {
+                self.regex(&re.regex, &child(&mpath, "safe_regex"))?
+            }
+            Some(route_match::PathSpecifier::PathSeparatedPrefix(p))
+                if p.contains(['?', '#']) || p.ends_with('/') =>
+            {
+                return Err(self.err(
+                    &child(&mpath, "path_separated_prefix"),
+                    "must not contain ? or # nor end with /",
+                ));
             }
             Some(_) => {}
-            None => return Err(self.err(&mpath, "a route match needs one of `prefix`, `path`, `safe_regex`, `path_separated_prefix`")),
+            None => {
+                return Err(self.err(
+                    &mpath,
+                    "a route match needs one of `prefix`, `path`, `safe_regex`, `path_separated_prefix`",
+                ))
+            }
         }
         for (i, h) in m.headers.iter().enumerate() {
             let hpath = index(&child(&mpath, "headers"), i);
@@ -391,7 +538,10 @@ impl Validator<'_> {
                     Some(route_action::ClusterSpecifier::Cluster(name)) => {
                         if let Some(known) = clusters {
                             if !known.contains(name) {
-                                return Err(self.err(&child(&apath, "cluster"), format!("unknown cluster `{name}`: no cluster with that name is defined")));
+                                return Err(self.err(
+                                    &child(&apath, "cluster"),
+                                    format!("unknown cluster `{name}`: no cluster with that name is defined"),
+                                ));
                             }
                         }
                     }
@@ -403,7 +553,10 @@ impl Validator<'_> {
                         for (i, c) in wc.clusters.iter().enumerate() {
                             if let Some(known) = clusters {
                                 if !c.name.is_empty() && !known.contains(&c.name) {
-                                    return Err(self.err(&child(&index(&child(&wpath, "clusters"), i), "name"), format!("unknown cluster `{}`", c.name)));
+                                    return Err(self.err(
+                                        &child(&index(&child(&wpath, "clusters"), i), "name"),
+                                        format!("unknown cluster `{}`", c.name),
+                                    ));
                                 }
                             }
                         }
@@ -412,7 +565,12 @@ impl Validator<'_> {
                         return Err(self.err(&child(&apath, "cluster_header"), "must not be empty"));
                     }
                     Some(_) => {}
-                    None => return Err(self.err(&apath, "a route action needs `cluster`, `cluster_header` or `weighted_clusters`")),
+                    None => {
+                        return Err(self.err(
+                            &apath,
+                            "a route action needs `cluster`, `cluster_header` or `weighted_clusters`",
+                        ))
+                    }
                 }
                 if let Some(rr) = &ra.regex_rewrite {
                     if let Some(p) = &rr.pattern {
@@ -421,24 +579,50 @@ impl Validator<'_> {
                 }
             }
             Some(_) => {}
-            None => return Err(self.err(path, "a route needs one of `route`, `redirect` or `direct_response`")),
+            None => {
+                return Err(self.err(
+                    path,
+                    "a route needs one of `route`, `redirect` or `direct_response`",
+                ))
+            }
         }
         Ok(())
     }
 
     fn regex(&self, re: &str, path: &str) -> Result<(), ConfigError> {
-        regex::Regex::new(re)
-            .map(|_| ())
-            .map_err(|e| self.err(&child(path, "regex"), format!("invalid regex `{re}`: {}", e.to_string().lines().last().unwrap_or("syntax error"))))
+        regex::Regex::new(re).map(|_| ()).map_err(|e| {
+            self.err(
+                &child(path, "regex"),
+                format!(
+                    "invalid regex `{re}`: {}",
+                    e.to_string().lines().last().unwrap_or("syntax error")
+                ),
+            )
+        })
     }
 
-    fn access_log(&self, log: &crate::proto::envoy::config::accesslog::v3::AccessLog, path: &str) -> Result<(), ConfigError> {
+    fn access_log(
+        &self,
+        log: &crate::proto::envoy::config::accesslog::v3::AccessLog,
+        path: &str,
+    ) -> Result<(), ConfigError> {
         use crate::proto::envoy::config::accesslog::v3::access_log::ConfigType;
         match &log.config_type {
-            Some(ConfigType::TypedConfig(any)) if ACCESS_LOG_TYPES.contains(&type_url_name(&any.type_url)) => Ok(()),
+            Some(ConfigType::TypedConfig(any))
+                if ACCESS_LOG_TYPES.contains(&type_url_name(&any.type_url)) =>
+            {
+                Ok(())
+            }
             Some(ConfigType::TypedConfig(any)) => {
                 let p = child(path, "typed_config");
-                Err(ConfigError::not_supported(&p, (self.line_of)(&p), format!("access logger `{}` is not supported by legate yet", type_url_name(&any.type_url))))
+                Err(ConfigError::not_supported(
+                    &p,
+                    (self.line_of)(&p),
+                    format!(
+                        "access logger `{}` is not supported by legate yet",
+                        type_url_name(&any.type_url)
+                    ),
+                ))
             }
             None => Err(self.err(path, format!("access log `{}` needs a `typed_config`", log.name))),
         }
@@ -457,7 +641,10 @@ impl Validator<'_> {
                 if !clusters.contains(&g.cluster_name) {
                     return Err(self.err(
                         &child(&child(&p, "envoy_grpc"), "cluster_name"),
-                        format!("unknown cluster `{}`: the xDS cluster must be a static cluster", g.cluster_name),
+                        format!(
+                            "unknown cluster `{}`: the xDS cluster must be a static cluster",
+                            g.cluster_name
+                        ),
                     ));
                 }
             }
@@ -470,7 +657,9 @@ impl Validator<'_> {
 fn socket_key(a: &Address) -> Option<String> {
     match &a.address {
         Some(address::Address::SocketAddress(sa)) => match sa.port_specifier {
-            Some(socket_address::PortSpecifier::PortValue(p)) if p != 0 => Some(format!("{}:{p}", sa.address)),
+            Some(socket_address::PortSpecifier::PortValue(p)) if p != 0 => {
+                Some(format!("{}:{p}", sa.address))
+            }
             _ => None,
         },
         _ => None,

@@ -83,7 +83,12 @@ struct Report {
 }
 
 impl Report {
-    fn mismatch(&mut self, what: impl std::fmt::Display, ours: impl std::fmt::Display, upstream: impl std::fmt::Display) {
+    fn mismatch(
+        &mut self,
+        what: impl std::fmt::Display,
+        ours: impl std::fmt::Display,
+        upstream: impl std::fmt::Display,
+    ) {
         self.mismatches
             .push(format!("{what}: {ours} here, {upstream} upstream"));
     }
@@ -109,11 +114,7 @@ impl Report {
                 continue;
             };
             if field.number() != up.number() {
-                self.mismatch(
-                    &what,
-                    format_args!("number {}", field.number()),
-                    up.number(),
-                );
+                self.mismatch(&what, format_args!("number {}", field.number()), up.number());
             }
             let (k_ours, k_up) = (kind_name(&field.kind()), kind_name(&up.kind()));
             if k_ours != k_up {
@@ -127,11 +128,7 @@ impl Report {
                 );
             }
             if field.is_map() != up.is_map() {
-                self.mismatch(
-                    &what,
-                    format_args!("is_map {}", field.is_map()),
-                    up.is_map(),
-                );
+                self.mismatch(&what, format_args!("is_map {}", field.is_map()), up.is_map());
             }
             let (o_ours, o_up) = (oneof_name(&field), oneof_name(&up));
             if o_ours != o_up {
@@ -187,11 +184,19 @@ impl Report {
             };
             let (i_ours, i_up) = (method.input(), up.input());
             if i_ours.full_name() != i_up.full_name() {
-                self.mismatch(&what, format_args!("input {}", i_ours.full_name()), i_up.full_name());
+                self.mismatch(
+                    &what,
+                    format_args!("input {}", i_ours.full_name()),
+                    i_up.full_name(),
+                );
             }
             let (o_ours, o_up) = (method.output(), up.output());
             if o_ours.full_name() != o_up.full_name() {
-                self.mismatch(&what, format_args!("output {}", o_ours.full_name()), o_up.full_name());
+                self.mismatch(
+                    &what,
+                    format_args!("output {}", o_ours.full_name()),
+                    o_up.full_name(),
+                );
             }
             if method.is_client_streaming() != up.is_client_streaming() {
                 self.mismatch(
@@ -252,5 +257,39 @@ fn protos_match_upstream_envoy() {
     eprintln!(
         "wire_compat: {} messages / {} fields, {} enums / {} values, {} service methods match upstream",
         report.messages, report.fields, report.enums, report.enum_values, report.methods
+    );
+}
+
+/// Every "not implemented yet" entry and every well-known extension type
+/// names something that exists upstream, so a typo in those tables cannot
+/// turn a clear "not supported" message into a silent miss.
+#[test]
+fn extension_tables_name_real_envoy_fields_and_types() {
+    use legate::config::extensions::{BY_NAME, NOT_IMPLEMENTED, V2_TYPES};
+    let upstream = upstream_pool();
+    let mut missing = Vec::new();
+    for (name, _) in NOT_IMPLEMENTED {
+        let (message, field) = name.rsplit_once('.').expect("message.field");
+        let found = upstream
+            .get_message_by_name(message)
+            .is_some_and(|m| m.get_field_by_name(field).is_some());
+        if !found {
+            missing.push(format!("NOT_IMPLEMENTED: {name}"));
+        }
+    }
+    for (_, _, ty) in BY_NAME {
+        if upstream.get_message_by_name(ty).is_none() {
+            missing.push(format!("BY_NAME: {ty}"));
+        }
+    }
+    for (_, v3) in V2_TYPES {
+        if upstream.get_message_by_name(v3).is_none() {
+            missing.push(format!("V2_TYPES: {v3}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in upstream Envoy's API:\n{}",
+        missing.join("\n")
     );
 }

@@ -1,6 +1,11 @@
 //! legate: an Envoy-compatible sidecar and front proxy.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod model;
 pub mod proto;
+pub mod runtime;
+pub mod stream_info;

@@ -113,8 +113,21 @@ fn main() -> ExitCode {
         }
         Mode::InitOnly => ExitCode::SUCCESS,
         Mode::Serve => {
-            eprintln!("legate: the data plane is not in this build yet; use --mode validate");
-            ExitCode::FAILURE
+            let concurrency = args
+                .concurrency
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = legate::runtime::Options {
+                concurrency,
+                drain_time: std::time::Duration::from_secs(args.drain_time_s),
+            };
+            match legate::runtime::run(&loaded, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("legate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

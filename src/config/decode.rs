@@ -238,7 +238,11 @@ impl Decoder<'_> {
                 // YAML reads `version_info: 1` as a number; it is meant as text.
                 Value::Int(i) => i.to_string(),
                 Value::Float(f) => f.to_string(),
-                Value::Bool(b) => b.to_string(),
+                Value::Bool(_) => return Err(expected(
+                    path,
+                    node,
+                    "a string (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the value)",
+                )),
                 _ => return Err(expected(path, node, "a string")),
             }),
             Kind::Bytes => match &node.value {

@@ -170,10 +170,6 @@ pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
         "envoy.config.route.v3.RouteMatch.tls_context",
         "TLS context matching (`tls_context`)",
     ),
-    (
-        "envoy.config.accesslog.v3.AccessLog.filter",
-        "access log filters (`filter`)",
-    ),
 ];
 
 /// The description of a field legate decodes but does not implement.

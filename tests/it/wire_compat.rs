@@ -8,8 +8,7 @@
 //! declare must agree with it exactly. Declaring fewer fields than upstream is
 //! fine (that is what "subset" means); declaring a field differently is not.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use prost_reflect::{
     DescriptorPool, EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, ServiceDescriptor,
@@ -21,32 +20,37 @@ fn is_checked_package(package: &str) -> bool {
     package.starts_with("envoy.") || package == "google.rpc"
 }
 
-/// Location of the descriptor set shipped by the `envoy-types` dev-dependency.
+/// Location of the descriptor set shipped by the `envoy-types`
+/// dev-dependency: its version from Cargo.lock, its sources in cargo's
+/// registry cache (cargo has unpacked it to build this test). Offline and
+/// without `cargo metadata`, which would fetch every platform's crates.
 fn upstream_descriptor_path() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("failed to run `cargo metadata`");
-    assert!(
-        output.status.success(),
-        "`cargo metadata` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).expect("read Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"envoy-types\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("envoy-types is in Cargo.lock");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    let registry = cargo_home.join("registry/src");
+    let dirs = std::fs::read_dir(&registry).unwrap_or_else(|e| panic!("read {}: {e}", registry.display()));
+    for d in dirs.flatten() {
+        let candidate = d
+            .path()
+            .join(format!("envoy-types-{version}/src/generated/types.bin"));
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "envoy-types {version} sources not found under {}",
+        registry.display()
     );
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("`cargo metadata` printed invalid JSON");
-    let manifest = metadata["packages"]
-        .as_array()
-        .expect("`cargo metadata` output has no `packages` array")
-        .iter()
-        .find(|p| p["name"] == "envoy-types")
-        .and_then(|p| p["manifest_path"].as_str())
-        .expect("the envoy-types dev-dependency is missing from `cargo metadata`");
-    PathBuf::from(manifest)
-        .parent()
-        .expect("manifest_path has a parent directory")
-        .join("src/generated/types.bin")
 }
 
 fn upstream_pool() -> DescriptorPool {

@@ -1,0 +1,8 @@
+//! HTTP: the connection manager, the router and upstream pools.
+
+pub mod body;
+pub mod headers;
+pub mod local_reply;
+pub mod proxy;
+pub mod server;
+pub mod upstream;

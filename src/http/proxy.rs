@@ -1,0 +1,616 @@
+//! The request pipeline of the HTTP connection manager and router: route,
+//! pick a cluster and host, forward, and answer locally when Envoy would.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{RequestBody, ResponseBody};
+use super::headers::{self as hdr, RequestId};
+use super::local_reply::{self, connect_failure_body, reply};
+use super::upstream;
+use crate::model::cluster::{Host, Protocol};
+use crate::model::listener::{Hcm, Listener, Routes, ServerHeader};
+use crate::model::route_table::{
+    self, redirect_location, rewrite_path, Action, ClusterTarget, HostRewrite, RequestView, Route,
+    RouteAction, RouteTable, VirtualHost,
+};
+use crate::model::{Shared, Snapshot};
+use crate::stream_info::{ResponseFlags, StreamInfo};
+
+/// What a connection's requests share.
+pub struct ConnInfo {
+    pub listener: Arc<Listener>,
+    pub shared: Shared,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub connection_id: u64,
+}
+
+/// A finished response and the record to log when its body ends.
+struct Outcome {
+    response: Response<ResponseBody>,
+    received: Option<Arc<AtomicU64>>,
+}
+
+pub async fn handle(
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let hcm = conn.listener.hcm.clone();
+    let authority = authority_of(&req);
+    let mut info = StreamInfo::new(
+        req.method().clone(),
+        req.uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string()),
+        authority.clone().unwrap_or_default(),
+        req.version(),
+        req.headers().clone(),
+        conn.remote,
+        conn.local,
+    );
+    info.connection_id = conn.connection_id;
+    let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
+    let mut response = outcome.response;
+    finish_response_headers(&hcm, &mut response, &info);
+    info.response_code = response.status().as_u16();
+    info.response_headers = Some(response.headers().clone());
+    let logs = hcm.clone();
+    let listener = conn.listener.clone();
+    let (parts, body) = response.into_parts();
+    let body = body.with_completion(
+        info,
+        outcome.received,
+        Box::new(move |info: StreamInfo| {
+            for log in logs.access_logs.iter().chain(listener.access_logs.iter()) {
+                log.log(&info);
+            }
+        }),
+    );
+    Ok(Response::from_parts(parts, body))
+}
+
+fn authority_of(req: &Request<Incoming>) -> Option<String> {
+    req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+fn local(
+    info: &mut StreamInfo,
+    status: StatusCode,
+    body: &str,
+    flag: Option<ResponseFlags>,
+    details: &str,
+) -> Outcome {
+    if let Some(f) = flag {
+        info.response_flags.insert(f);
+    }
+    info.response_code_details = Some(details.to_string());
+    Outcome {
+        response: reply(status, body),
+        received: None,
+    }
+}
+
+/// Headers every response gets from the connection manager.
+fn finish_response_headers(hcm: &Hcm, response: &mut Response<ResponseBody>, info: &StreamInfo) {
+    let h = response.headers_mut();
+    match hcm.server_header {
+        ServerHeader::Overwrite => {
+            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
+                h.insert(header::SERVER, v);
+            }
+        }
+        ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
+            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
+                h.insert(header::SERVER, v);
+            }
+        }
+        _ => {}
+    }
+    if hcm.always_set_request_id_in_response {
+        if let Some(id) = info.request_headers.get(&hdr::X_REQUEST_ID) {
+            h.insert(hdr::X_REQUEST_ID.clone(), id.clone());
+        }
+    }
+}
+
+async fn route_and_forward(
+    conn: &ConnInfo,
+    hcm: &Hcm,
+    req: Request<Incoming>,
+    authority: Option<String>,
+    info: &mut StreamInfo,
+) -> Outcome {
+    if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
+        // Envoy refuses HTTP/1.0 unless http_protocol_options.accept_http_10.
+        return local(info, StatusCode::UPGRADE_REQUIRED, "", None, "low_version");
+    }
+    let Some(authority) = authority else {
+        return local(
+            info,
+            StatusCode::BAD_REQUEST,
+            "missing host header",
+            Some(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR),
+            "missing_host_header",
+        );
+    };
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > hcm.max_request_headers_kb as usize * 1024
+        || req.headers().len() > hcm.max_headers_count as usize
+    {
+        return local(
+            info,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "",
+            None,
+            "request_headers_too_large",
+        );
+    }
+
+    let snap = conn.shared.load_full();
+    let table: Arc<RouteTable> = match &hcm.routes {
+        Routes::Static(t) => t.clone(),
+        Routes::Rds(name) => match snap.routes.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                return local(
+                    info,
+                    StatusCode::NOT_FOUND,
+                    "",
+                    Some(ResponseFlags::NO_ROUTE_FOUND),
+                    "route_not_found",
+                )
+            }
+        },
+    };
+    let strip = hcm.strip_any_host_port
+        || (hcm.strip_matching_host_port
+            && route_table::strip_port_of(&authority) != authority
+            && authority.rsplit(':').next() == Some(conn.listener.address.port().to_string().as_str()));
+    let match_host = route_table::normalise_host(&authority, strip || table.ignore_port_in_host_matching);
+    let path = info.path.clone();
+    let view = RequestView {
+        host: &match_host,
+        path: &path,
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let (vhost, route) = table.route(&view);
+    let (Some(vhost), Some(route)) = (vhost, route) else {
+        return local(
+            info,
+            StatusCode::NOT_FOUND,
+            "",
+            Some(ResponseFlags::NO_ROUTE_FOUND),
+            "route_not_found",
+        );
+    };
+    if !route.name.is_empty() {
+        info.route_name = Some(route.name.clone());
+    }
+    // Requests in flight keep the snapshot they started with.
+    let outcome = match &route.action {
+        Action::Direct { status, body } => local(
+            info,
+            *status,
+            body.as_deref().unwrap_or(""),
+            None,
+            "direct_response",
+        ),
+        Action::Redirect(rd) => {
+            let location = redirect_location(rd, "http", &authority, &path, &route.matcher);
+            let mut o = local(info, rd.status, "", None, "direct_response");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                o.response.headers_mut().insert(header::LOCATION, v);
+            }
+            o
+        }
+        Action::Route(action) => {
+            if let Some(o) = upgrade_refused(hcm, action, &req, info) {
+                return o;
+            }
+            forward(
+                conn, hcm, &snap, &table, vhost, route, action, req, &authority, info,
+            )
+            .await
+        }
+    };
+    let mut outcome = outcome;
+    // Response header mutations: route, then virtual host, then route
+    // configuration, so the outer levels win (Envoy's default order).
+    let status = outcome.response.status();
+    let fmt = |s: &str| expand(s, info, status);
+    let resp_headers = outcome.response.headers_mut();
+    route.response_headers.apply(resp_headers, &fmt);
+    vhost.response_headers.apply(resp_headers, &fmt);
+    table.response_headers.apply(resp_headers, &fmt);
+    outcome
+}
+
+/// Expands `%…%` operators in a header value with the access-log formatter.
+fn expand(value: &str, info: &StreamInfo, status: StatusCode) -> String {
+    let mut probe = info.clone();
+    probe.response_code = status.as_u16();
+    crate::access_log::format::expand_header_value(value, &probe)
+}
+
+/// An `Upgrade` the HCM and route do not allow gets Envoy's 403.
+fn upgrade_refused(
+    hcm: &Hcm,
+    action: &RouteAction,
+    req: &Request<Incoming>,
+    info: &mut StreamInfo,
+) -> Option<Outcome> {
+    let kind = upgrade_type(req)?;
+    if allowed_upgrade(hcm, action, &kind) {
+        None
+    } else {
+        Some(local(info, StatusCode::FORBIDDEN, "", None, "upgrade_failed"))
+    }
+}
+
+fn upgrade_type(req: &Request<Incoming>) -> Option<String> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let kind = req
+        .headers()
+        .get(header::UPGRADE)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
+    // h2c upgrade requests are served as HTTP/1.1 with the header dropped.
+    (connection_upgrade && kind != "h2c").then_some(kind)
+}
+
+fn allowed_upgrade(hcm: &Hcm, action: &RouteAction, kind: &str) -> bool {
+    if let Some((_, enabled)) = action.upgrades.iter().find(|(t, _)| t == kind) {
+        return *enabled;
+    }
+    hcm.upgrades.iter().any(|(t, enabled)| t == kind && *enabled)
+}
+
+fn pick_cluster(action: &RouteAction, req: &Request<Incoming>) -> Option<String> {
+    match &action.target {
+        ClusterTarget::Name(n) => Some(n.clone()),
+        ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h),
+        ClusterTarget::Weighted(clusters, total) => {
+            let mut r = fastrand::u64(..*total);
+            clusters.iter().find_map(|(name, w)| {
+                if r < u64::from(*w) {
+                    Some(name.clone())
+                } else {
+                    r -= u64::from(*w);
+                    None
+                }
+            })
+        }
+    }
+}
+
+/// Decrements a host's in-flight count when dropped.
+struct InFlight(Arc<Host>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    conn: &ConnInfo,
+    hcm: &Hcm,
+    snap: &Snapshot,
+    table: &RouteTable,
+    vhost: &VirtualHost,
+    route: &Route,
+    action: &RouteAction,
+    mut req: Request<Incoming>,
+    authority: &str,
+    info: &mut StreamInfo,
+) -> Outcome {
+    let Some(cluster_name) = pick_cluster(action, &req) else {
+        // cluster_header absent: 404, as the proto documents.
+        return local(
+            info,
+            StatusCode::NOT_FOUND,
+            "",
+            Some(ResponseFlags::NO_CLUSTER_FOUND),
+            "cluster_not_found",
+        );
+    };
+    info.upstream_cluster = Some(cluster_name.clone());
+    let Some(cluster) = snap.clusters.get(&cluster_name).cloned() else {
+        return local(
+            info,
+            action.cluster_not_found,
+            "",
+            Some(ResponseFlags::NO_CLUSTER_FOUND),
+            "cluster_not_found",
+        );
+    };
+    let Some(host) = cluster.hosts.pick(cluster.lb) else {
+        return local(
+            info,
+            StatusCode::SERVICE_UNAVAILABLE,
+            local_reply::NO_HEALTHY_UPSTREAM,
+            Some(ResponseFlags::NO_HEALTHY_UPSTREAM),
+            "no_healthy_upstream",
+        );
+    };
+    host.active_requests.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight(host.clone());
+    info.upstream_host = Some(host.addr);
+
+    let upgrade = upgrade_type(&req);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let upstream_req = match build_upstream_request(
+        conn,
+        hcm,
+        table,
+        vhost,
+        route,
+        action,
+        &host,
+        req,
+        authority,
+        info,
+        upgrade.is_some(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            return local(
+                info,
+                StatusCode::BAD_REQUEST,
+                "",
+                Some(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR),
+                &e,
+            )
+        }
+    };
+    let (upstream_req, received) = upstream_req;
+    let h2 = match cluster.protocol {
+        Protocol::Http2 => true,
+        Protocol::Http1 => false,
+        Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
+    } && upgrade.is_none();
+    let client = upstream::client(&cluster, h2);
+    let sent_at = Instant::now();
+    let result = match action.timeout {
+        Some(t) => match tokio::time::timeout(t, client.request(upstream_req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut o = local(
+                    info,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    local_reply::UPSTREAM_TIMEOUT,
+                    Some(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT),
+                    "upstream_response_timeout",
+                );
+                o.received = Some(received);
+                return o;
+            }
+        },
+        None => client.request(upstream_req).await,
+    };
+    drop(in_flight);
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let (flag, reason, transport) = classify(&e);
+            info.upstream_transport_failure_reason = transport.clone();
+            let body = connect_failure_body(reason, transport.as_deref());
+            let details = format!(
+                "upstream_reset_before_response_started{{{}}}",
+                reason.replace(' ', "_")
+            );
+            let mut o = local(info, StatusCode::SERVICE_UNAVAILABLE, &body, Some(flag), &details);
+            o.received = Some(received);
+            return o;
+        }
+    };
+    info.first_upstream_response_byte = Some(info.start.elapsed());
+    info.response_code_details = Some("via_upstream".into());
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    hdr::remove_hop_by_hop(response.headers_mut(), switching);
+    if !hcm.suppress_envoy_headers {
+        response.headers_mut().insert(
+            hdr::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+            HeaderValue::from(sent_at.elapsed().as_millis() as u64),
+        );
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                    let mut down = hyper_util::rt::TokioIo::new(down);
+                    let mut up = hyper_util::rt::TokioIo::new(up);
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+        let (parts, _) = response.into_parts();
+        return Outcome {
+            response: Response::from_parts(parts, ResponseBody::empty()),
+            received: Some(received),
+        };
+    }
+    let (parts, body) = response.into_parts();
+    Outcome {
+        response: Response::from_parts(parts, ResponseBody::upstream(body)),
+        received: Some(received),
+    }
+}
+
+/// The response flag, Envoy's reset reason and the transport failure
+/// reason for a failed upstream request.
+fn classify(e: &hyper_util::client::legacy::Error) -> (ResponseFlags, &'static str, Option<String>) {
+    let io = {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        let mut found = None;
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                found = Some(io);
+                break;
+            }
+            src = s.source();
+        }
+        found
+    };
+    if e.is_connect() {
+        let transport = io.map(|io| match io.raw_os_error() {
+            Some(code) => format!("delayed connect error: {code}"),
+            None => io.to_string(),
+        });
+        let timed_out = io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            return (
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                "connection timeout",
+                None,
+            );
+        }
+        return (
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            "connection failure",
+            transport,
+        );
+    }
+    (
+        ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+        "connection termination",
+        None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_upstream_request(
+    conn: &ConnInfo,
+    hcm: &Hcm,
+    table: &RouteTable,
+    vhost: &VirtualHost,
+    route: &Route,
+    action: &RouteAction,
+    host: &Host,
+    req: Request<Incoming>,
+    authority: &str,
+    info: &mut StreamInfo,
+    upgrading: bool,
+) -> Result<(Request<RequestBody>, Arc<AtomicU64>), String> {
+    let (mut parts, body) = req.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    hdr::remove_hop_by_hop(&mut headers, upgrading);
+    let client_ip = hdr::apply_xff(
+        &mut headers,
+        conn.remote.ip(),
+        hcm.use_remote_address,
+        hcm.xff_num_trusted_hops,
+        hcm.skip_xff_append,
+    );
+    let internal = hdr::is_internal(client_ip);
+    if hcm.use_remote_address && internal {
+        headers.insert(hdr::X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+    }
+    hdr::apply_forwarded_proto(&mut headers, hcm.use_remote_address, "http");
+    let edge_external = hcm.use_remote_address && !internal;
+    if hdr::request_id_decision(
+        headers.contains_key(&hdr::X_REQUEST_ID),
+        hcm.generate_request_id,
+        hcm.preserve_external_request_id,
+        edge_external,
+    ) == RequestId::Generate
+    {
+        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            headers.insert(hdr::X_REQUEST_ID.clone(), v);
+        }
+    }
+    if let Some(t) = action.timeout {
+        if !hcm.suppress_envoy_headers {
+            headers.insert(
+                hdr::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
+                HeaderValue::from(t.as_millis() as u64),
+            );
+        }
+    }
+    if !hcm.via.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&hcm.via) {
+            headers.append(header::VIA, v);
+        }
+    }
+    // The request record sees the headers as sent upstream (x-request-id…).
+    info.request_headers = headers.clone();
+
+    let path = info.path.clone();
+    let new_path = rewrite_path(action, &route.matcher, &path);
+    if new_path.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&path) {
+            headers.insert(hdr::X_ENVOY_ORIGINAL_PATH.clone(), v);
+        }
+    }
+    let upstream_path = new_path.unwrap_or(path);
+    let host_header = match &action.host_rewrite {
+        HostRewrite::None => authority.to_string(),
+        HostRewrite::Literal(h) => h.clone(),
+        HostRewrite::Auto => host.hostname.clone(),
+        HostRewrite::Header(name) => headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| authority.to_string()),
+    };
+    if action.host_rewrite != HostRewrite::None {
+        if let Ok(v) = HeaderValue::from_str(authority) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+    }
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&host_header).map_err(|_| "invalid host".to_string())?,
+    );
+
+    // Request header mutations: route, virtual host, route configuration.
+    let fmt = |s: &str| expand(s, info, StatusCode::OK);
+    route.request_headers.apply(&mut headers, &fmt);
+    vhost.request_headers.apply(&mut headers, &fmt);
+    table.request_headers.apply(&mut headers, &fmt);
+
+    let uri: Uri = format!("http://{}{}", host.addr, upstream_path)
+        .parse()
+        .map_err(|_| format!("invalid path `{upstream_path}`"))?;
+    let received = Arc::new(AtomicU64::new(0));
+    let mut builder = Request::builder().method(parts.method).uri(uri);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let upstream = builder
+        .body(RequestBody {
+            inner: body,
+            received: received.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((upstream, received))
+}

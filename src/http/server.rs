@@ -1,0 +1,58 @@
+//! Serving one downstream connection with the HTTP connection manager's
+//! codec settings (AUTO: HTTP/1.1 and h2c prior knowledge on one port).
+
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::proxy::{handle, ConnInfo};
+use crate::model::listener::Codec;
+
+/// Serves `stream` until the client closes it or a drain is requested, in
+/// which case in-flight requests finish first (HTTP/1: `connection: close`
+/// on the next response; HTTP/2: GOAWAY).
+pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain: watch::Receiver<bool>) {
+    let hcm = conn.listener.hcm.clone();
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    let svc = service_fn(move |req| handle(conn.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(hcm.request_headers_timeout)
+        .max_headers(hcm.max_headers_count as usize + 1);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(hcm.max_request_headers_kb.saturating_mul(1024))
+        .adaptive_window(true);
+    let builder = match hcm.codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let connection = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(connection);
+    if *drain.borrow() {
+        connection.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        res = connection.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!("downstream connection ended: {e}");
+            }
+            return;
+        }
+        _ = drain.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!("downstream connection ended while draining: {e}");
+    }
+}

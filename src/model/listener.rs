@@ -1,0 +1,208 @@
+//! A listener and its HTTP connection manager, as the data plane uses them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::validate::{unpack, HCM_TYPE, ROUTER_TYPE};
+use crate::proto::envoy::config::core::v3::{address, socket_address};
+use crate::proto::envoy::config::listener::v3::{filter, Listener as PListener};
+use crate::proto::envoy::extensions::filters::http::router::v3::Router;
+use crate::proto::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager,
+};
+
+use super::route_table::RouteTable;
+
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+pub const DEFAULT_SERVER_NAME: &str = "envoy";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerHeader {
+    Overwrite,
+    AppendIfAbsent,
+    PassThrough,
+}
+
+#[derive(Debug)]
+pub enum Routes {
+    Static(Arc<RouteTable>),
+    /// Routes from RDS, by RouteConfiguration name.
+    Rds(String),
+}
+
+#[derive(Debug)]
+pub struct Hcm {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub routes: Routes,
+    pub server_name: String,
+    pub server_header: ServerHeader,
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    pub skip_xff_append: bool,
+    pub via: String,
+    pub generate_request_id: bool,
+    pub preserve_external_request_id: bool,
+    pub always_set_request_id_in_response: bool,
+    pub suppress_envoy_headers: bool,
+    pub stream_idle_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub request_headers_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_request_headers_kb: u32,
+    pub max_headers_count: u32,
+    pub max_requests_per_connection: Option<u32>,
+    pub strip_matching_host_port: bool,
+    pub strip_any_host_port: bool,
+    /// (upgrade type lower-cased, enabled)
+    pub upgrades: Vec<(String, bool)>,
+    pub access_logs: Vec<crate::access_log::AccessLog>,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub hcm: Arc<Hcm>,
+    pub access_logs: Vec<crate::access_log::AccessLog>,
+}
+
+fn duration(d: &prost_types::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
+/// `None` when the duration is set to 0 (disabled), the default when unset.
+fn timeout(d: Option<&prost_types::Duration>, default: Option<Duration>) -> Option<Duration> {
+    match d {
+        None => default,
+        Some(d) => Some(duration(d)).filter(|d| !d.is_zero()),
+    }
+}
+
+pub fn socket_addr(a: Option<&crate::proto::envoy::config::core::v3::Address>) -> Result<SocketAddr, String> {
+    let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
+        return Err("a listener needs a socket_address".into());
+    };
+    let ip: std::net::IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| format!("`{}` is not an IP address", sa.address))?;
+    let port = match sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => {
+            u16::try_from(p).map_err(|_| format!("{p} is not a port"))?
+        }
+        _ => 0,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+impl Listener {
+    pub fn compile(l: &PListener) -> Result<Listener, String> {
+        let address = socket_addr(l.address.as_ref())?;
+        let chain = l
+            .filter_chains
+            .first()
+            .or(l.default_filter_chain.as_ref())
+            .ok_or("a listener needs a filter chain")?;
+        let hcm = chain
+            .filters
+            .iter()
+            .find_map(|f| match &f.config_type {
+                Some(filter::ConfigType::TypedConfig(any)) => unpack::<HttpConnectionManager>(any, HCM_TYPE),
+                _ => None,
+            })
+            .ok_or("legate serves HTTP listeners only: the filter chain needs the HTTP connection manager")?;
+        Ok(Listener {
+            // Envoy names unnamed static listeners with a UUID.
+            name: if l.name.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                l.name.clone()
+            },
+            address,
+            hcm: Arc::new(Hcm::compile(&hcm)?),
+            access_logs: crate::access_log::build_all(&l.access_log)?,
+        })
+    }
+}
+
+impl Hcm {
+    pub fn compile(h: &HttpConnectionManager) -> Result<Hcm, String> {
+        use http_connection_manager::{CodecType, RouteSpecifier, ServerHeaderTransformation};
+        let routes = match &h.route_specifier {
+            Some(RouteSpecifier::RouteConfig(rc)) => Routes::Static(Arc::new(RouteTable::compile(rc)?)),
+            Some(RouteSpecifier::Rds(rds)) => Routes::Rds(rds.route_config_name.clone()),
+            _ => return Err("the HTTP connection manager needs route_config or rds".into()),
+        };
+        let router: Router = h
+            .http_filters
+            .iter()
+            .rev()
+            .find_map(|f| match &f.config_type {
+                Some(http_filter::ConfigType::TypedConfig(any)) => unpack::<Router>(any, ROUTER_TYPE),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let common = h.common_http_protocol_options.unwrap_or_default();
+        Ok(Hcm {
+            stat_prefix: h.stat_prefix.clone(),
+            codec: match CodecType::try_from(h.codec_type) {
+                Ok(CodecType::Http1) => Codec::Http1,
+                Ok(CodecType::Http2) => Codec::Http2,
+                Ok(CodecType::Http3) => return Err("HTTP/3 is not supported by legate yet".into()),
+                _ => Codec::Auto,
+            },
+            routes,
+            server_name: if h.server_name.is_empty() {
+                DEFAULT_SERVER_NAME.into()
+            } else {
+                h.server_name.clone()
+            },
+            server_header: match ServerHeaderTransformation::try_from(h.server_header_transformation) {
+                Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
+                Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
+                _ => ServerHeader::Overwrite,
+            },
+            use_remote_address: h.use_remote_address.unwrap_or(false),
+            xff_num_trusted_hops: h.xff_num_trusted_hops,
+            skip_xff_append: h.skip_xff_append,
+            via: h.via.clone(),
+            generate_request_id: h.generate_request_id.unwrap_or(true),
+            preserve_external_request_id: h.preserve_external_request_id,
+            always_set_request_id_in_response: h.always_set_request_id_in_response,
+            suppress_envoy_headers: router.suppress_envoy_headers,
+            stream_idle_timeout: timeout(h.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
+            request_timeout: timeout(h.request_timeout.as_ref(), None),
+            request_headers_timeout: timeout(h.request_headers_timeout.as_ref(), None),
+            idle_timeout: timeout(
+                common.idle_timeout.as_ref(),
+                Some(DEFAULT_CONNECTION_IDLE_TIMEOUT),
+            ),
+            max_request_headers_kb: h.max_request_headers_kb.unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB),
+            max_headers_count: common.max_headers_count.unwrap_or(DEFAULT_MAX_HEADERS_COUNT),
+            max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
+            strip_matching_host_port: h.strip_matching_host_port,
+            strip_any_host_port: matches!(
+                h.strip_port_mode,
+                Some(http_connection_manager::StripPortMode::StripAnyHostPort(true))
+            ),
+            upgrades: h
+                .upgrade_configs
+                .iter()
+                .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.unwrap_or(true)))
+                .collect(),
+            access_logs: crate::access_log::build_all(&h.access_log)?,
+        })
+    }
+}

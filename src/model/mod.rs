@@ -1,0 +1,62 @@
+//! The runtime model: what the data plane needs, compiled from validated
+//! Envoy protos, and published as one immutable [`Snapshot`].
+
+pub mod cluster;
+pub mod header_ops;
+pub mod listener;
+pub mod route_table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::proto::envoy::config::bootstrap::v3::Bootstrap;
+use cluster::Cluster;
+use listener::Listener;
+use route_table::RouteTable;
+
+/// Everything the workers read, replaced as a whole. Parts that did not
+/// change are shared with the previous snapshot by `Arc`.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub listeners: Vec<Arc<Listener>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// RDS route configurations by name.
+    pub routes: HashMap<String, Arc<RouteTable>>,
+}
+
+/// The one published snapshot. Workers `load()` it per request; the main
+/// runtime is the only writer.
+pub type Shared = Arc<ArcSwap<Snapshot>>;
+
+impl Snapshot {
+    /// The static part of a bootstrap.
+    pub fn from_bootstrap(b: &Bootstrap) -> Result<Snapshot, String> {
+        let mut snap = Snapshot::default();
+        if let Some(sr) = &b.static_resources {
+            for (i, c) in sr.clusters.iter().enumerate() {
+                let compiled =
+                    Cluster::compile(c).map_err(|e| format!("static_resources.clusters[{i}]: {e}"))?;
+                snap.clusters.insert(compiled.name.clone(), Arc::new(compiled));
+            }
+            for (i, l) in sr.listeners.iter().enumerate() {
+                let compiled =
+                    Listener::compile(l).map_err(|e| format!("static_resources.listeners[{i}]: {e}"))?;
+                snap.listeners.push(Arc::new(compiled));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// A copy with one cluster replaced (DNS/EDS host updates).
+    pub fn with_cluster(&self, cluster: Arc<Cluster>) -> Snapshot {
+        let mut clusters = self.clusters.clone();
+        clusters.insert(cluster.name.clone(), cluster);
+        Snapshot {
+            listeners: self.listeners.clone(),
+            clusters,
+            routes: self.routes.clone(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The process: a main runtime (signals, DNS, later admin and xDS) and
+//! `--concurrency` data-plane workers, each a current-thread tokio runtime
+//! with its own SO_REUSEPORT socket per listener.
+
+pub mod dns;
+pub mod listen;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::Loaded;
+use crate::http::proxy::ConnInfo;
+use crate::http::server::serve_connection;
+use crate::model::listener::Listener;
+use crate::model::{Shared, Snapshot};
+
+pub struct Options {
+    pub concurrency: usize,
+    pub drain_time: Duration,
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Runs the proxy until SIGTERM/SIGINT, then drains. Returns the exit code.
+pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
+    let snapshot = Snapshot::from_bootstrap(&loaded.bootstrap)?;
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let main_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("legate-main")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the main runtime: {e}"))?;
+
+    // DNS clusters resolve before the listeners accept, as Envoy warms them.
+    main_rt.block_on(dns::start(shared.clone()));
+
+    let listeners: Vec<Arc<Listener>> = shared.load().listeners.clone();
+    let mut sockets = Vec::new();
+    for l in &listeners {
+        let set = listen::bind(l.address, opts.concurrency)
+            .map_err(|e| format!("listener {}: cannot bind {}: {e}", l.name, l.address))?;
+        tracing::info!("listener {} listening on {}", l.name, set.local_addr);
+        sockets.push((l.clone(), set));
+    }
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for worker in 0..opts.concurrency {
+        let mine: Vec<(Arc<Listener>, std::net::TcpListener)> = sockets
+            .iter_mut()
+            .map(|(l, set)| (l.clone(), set.sockets.remove(0)))
+            .collect();
+        let shared = shared.clone();
+        let drain = drain_rx.clone();
+        let active = active.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("legate-worker-{worker}"))
+            .spawn(move || worker_main(worker, mine, shared, drain, active))
+            .map_err(|e| format!("cannot start worker {worker}: {e}"))?;
+        threads.push(t);
+    }
+    tracing::info!("all {} workers started", opts.concurrency);
+
+    main_rt.block_on(async {
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down: draining for up to {:?}", opts.drain_time);
+        let _ = drain_tx.send(true);
+        let deadline = tokio::time::Instant::now() + opts.drain_time;
+        while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    crate::access_log::sink::flush_all();
+    // Workers exit once drained (or are abandoned at the deadline).
+    for t in threads {
+        if active.load(Ordering::Relaxed) == 0 {
+            let _ = t.join();
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop legate with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening access log files");
+                crate::access_log::sink::reopen_all();
+            }
+        }
+    }
+}
+
+fn worker_main(
+    worker: usize,
+    sockets: Vec<(Arc<Listener>, std::net::TcpListener)>,
+    shared: Shared,
+    drain: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker {worker}: cannot start its runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut accepts = Vec::new();
+        for (listener, socket) in sockets {
+            let socket = match tokio::net::TcpListener::from_std(socket) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("worker {worker}: listener {}: {e}", listener.name);
+                    continue;
+                }
+            };
+            accepts.push(tokio::spawn(accept_loop(
+                listener,
+                socket,
+                shared.clone(),
+                drain.clone(),
+                active.clone(),
+            )));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+        // Accepting has stopped; let the connections drain.
+        while active.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+async fn accept_loop(
+    listener: Arc<Listener>,
+    socket: tokio::net::TcpListener,
+    shared: Shared,
+    mut drain: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = socket.accept() => a,
+            _ = drain.changed() => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin.
+                tracing::warn!("listener {}: accept failed: {e}", listener.name);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(listener.address);
+        let conn = Arc::new(ConnInfo {
+            listener: listener.clone(),
+            shared: shared.clone(),
+            remote,
+            local,
+            connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        });
+        active.fetch_add(1, Ordering::Relaxed);
+        let active = active.clone();
+        let drain = drain.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, conn, drain).await;
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

@@ -1,0 +1,339 @@
+//! The data plane end to end: the real legate binary between real clients
+//! and real origins on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::support::client::{get, send};
+use super::support::{conformance_dir, origin, Legate};
+
+/// The tutorial's front proxy, v3, with listener port 0 and the services at
+/// the given origins. `extra_routes` go before the /service routes.
+fn front_proxy(
+    s1: SocketAddr,
+    s2: SocketAddr,
+    extra_routes: &str,
+    extra_clusters: &str,
+    hcm_extra: &str,
+) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: front
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          codec_type: AUTO
+          stat_prefix: ingress_http
+{hcm_extra}
+          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+{extra_routes}
+              - match: {{prefix: "/service/1"}}
+                route: {{cluster: service1}}
+              - match: {{prefix: "/service/2"}}
+                route: {{cluster: service2}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: service1
+    type: STATIC
+    load_assignment:
+      cluster_name: service1
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p1}}}}}}}}}]}}]
+  - name: service2
+    type: STRICT_DNS
+    dns_lookup_family: V4_ONLY
+    load_assignment:
+      cluster_name: service2
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: localhost, port_value: {p2}}}}}}}}}]}}]
+{extra_clusters}
+"#,
+        p1 = s1.port(),
+        p2 = s2.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_proxy_routes_to_both_services_with_envoy_headers() {
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let legate = Legate::start(&front_proxy(s1, s2, "", "", ""), &[]);
+    let front = legate.addr("front");
+
+    let r = get(front, "/service/1", &[("user-agent", "curl/8.0")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-origin"), Some("service1"));
+    assert_eq!(r.header("server"), Some("envoy"));
+    assert!(r
+        .header("x-envoy-upstream-service-time")
+        .is_some_and(|v| v.parse::<u64>().is_ok()));
+    let seen = r.json();
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-envoy-expected-rq-timeout-ms"], "15000");
+    assert_eq!(h["host"], front.to_string());
+    assert!(
+        uuid::Uuid::parse_str(h["x-request-id"].as_str().unwrap()).is_ok(),
+        "{h}"
+    );
+    assert!(
+        h.get("x-forwarded-for").is_none(),
+        "XFF is only appended with use_remote_address: {h}"
+    );
+    assert_eq!(seen["uri"], "/service/1");
+
+    // STRICT_DNS through /etc/hosts.
+    let r = get(front, "/service/2/x?y=1", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-origin"), Some("service2"));
+    assert_eq!(r.json()["uri"], "/service/2/x?y=1");
+
+    // An existing request id is kept (not an edge proxy).
+    let r = get(front, "/service/1", &[("x-request-id", "abc")]).await;
+    assert_eq!(r.json()["headers"]["x-request-id"], "abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_match_envoy() {
+    let s1 = origin::start("service1").await;
+    // service2 points at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra_routes = r#"
+              - match: {prefix: "/slow"}
+                route: {cluster: service1, timeout: 0.2s}
+              - match: {prefix: "/empty"}
+                route: {cluster: empty}
+              - match: {prefix: "/nocluster"}
+                route: {cluster: missing}
+"#;
+    let extra_clusters = r#"
+  - name: empty
+    type: STATIC
+    load_assignment: {cluster_name: empty}
+"#;
+    let mut config = front_proxy(s1, dead, extra_routes, extra_clusters, "");
+    // Route configs may point at unknown clusters only without validation.
+    config = config.replace(
+        "            name: local_route\n",
+        "            name: local_route\n            validate_clusters: false\n",
+    );
+    let legate = Legate::start(&config, &[]);
+    let front = legate.addr("front");
+
+    let r = get(front, "/nothing-here", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (404, ""));
+    assert_eq!(r.header("server"), Some("envoy"));
+
+    let r = get(front, "/service/2", &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.starts_with(
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+
+    let r = get(front, "/slow?sleep_ms=2000", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+
+    let r = get(front, "/empty", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+
+    let r = get(front, "/nocluster", &[]).await;
+    assert_eq!(r.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_downstream_and_upstream() {
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let extra_clusters = format!(
+        r#"
+  - name: h2
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: h2
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]
+"#,
+        s1.port()
+    );
+    let extra_routes = "              - match: {prefix: \"/h2\"}\n                route: {cluster: h2}\n";
+    let legate = Legate::start(&front_proxy(s1, s2, extra_routes, &extra_clusters, ""), &[]);
+    let front = legate.addr("front");
+
+    // Downstream h2c (prior knowledge) on the AUTO port, upstream HTTP/1.1.
+    let r = send(front, "GET", "/service/1", &[], Bytes::new(), true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    // Downstream HTTP/1.1, upstream h2c as the cluster asks.
+    let r = get(front, "/h2/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    // A POST body streams through.
+    let body = Bytes::from(vec![b'x'; 300_000]);
+    let r = send(front, "POST", "/h2/upload", &[], body, true).await;
+    assert_eq!(r.json()["body_len"], 300_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_redirects_direct_responses_and_header_mutations() {
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let extra_routes = r#"
+              - match: {prefix: "/old"}
+                redirect: {prefix_rewrite: "/new", response_code: FOUND}
+              - match: {path: "/direct"}
+                direct_response: {status: 418, body: {inline_string: "short and stout"}}
+              - match: {prefix: "/api/"}
+                route: {cluster: service1, prefix_rewrite: "/v2/"}
+                request_headers_to_add: [{header: {key: x-route, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]
+                response_headers_to_add: [{header: {key: x-status, value: "%RESPONSE_CODE%"}}]
+                response_headers_to_remove: [x-origin]
+"#;
+    let legate = Legate::start(&front_proxy(s1, s2, extra_routes, "", ""), &[]);
+    let front = legate.addr("front");
+
+    let r = get(front, "/old/page?q=1", &[]).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://{front}/new/page?q=1").as_str())
+    );
+
+    let r = get(front, "/direct", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (418, "short and stout"));
+
+    let r = get(front, "/api/users?id=7", &[]).await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(seen["uri"], "/v2/users?id=7");
+    assert_eq!(seen["headers"]["x-envoy-original-path"], "/api/users?id=7");
+    assert_eq!(seen["headers"]["x-route"], "127.0.0.1");
+    assert_eq!(r.header("x-status"), Some("200"));
+    assert_eq!(r.header("x-origin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_tutorial_front_proxy_serves() {
+    // The tutorial's own v2 file, with its service names and ports pointed
+    // at test origins speaking h2c (the file asks for http2_protocol_options).
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let text = std::fs::read_to_string(conformance_dir().join("v2-front-proxy__front-envoy.yaml")).unwrap();
+    let text = text
+        .replace(
+            "port_value: 80\n    filter_chains",
+            "port_value: 0\n    filter_chains",
+        )
+        .replace(
+            "address: service1\n        port_value: 80",
+            &format!("address: 127.0.0.1\n        port_value: {}", s1.port()),
+        )
+        .replace(
+            "address: service2\n        port_value: 80",
+            &format!("address: 127.0.0.1\n        port_value: {}", s2.port()),
+        )
+        .replace("port_value: 8001", "port_value: 0");
+    assert!(
+        text.contains(&s1.port().to_string()) && text.contains(&s2.port().to_string()),
+        "{text}"
+    );
+    let legate = Legate::start(&text, &[]);
+    let (_, front) = legate
+        .listeners
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), *v))
+        .expect("one listener");
+    for (path, service) in [("/service/1", "service1"), ("/service/2", "service2")] {
+        let r = get(front, path, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-origin"), Some(service));
+        assert_eq!(r.json()["version"], "HTTP/2.0");
+        assert_eq!(r.header("server"), Some("envoy"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let mut legate = Legate::start(&front_proxy(s1, s2, "", "", ""), &["--drain-time-s", "10"]);
+    let front = legate.addr("front");
+    let slow = tokio::spawn(async move { get(front, "/service/1?sleep_ms=700", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = legate.terminate();
+        (s, legate)
+    })
+    .await
+    .unwrap();
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request must complete: {}", r.body);
+    assert_eq!(status.0.and_then(|s| s.code()), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_default_format_to_a_file() {
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let dir = super::support::Dir::new();
+    let log_path = dir.0.path().join("access.log");
+    let hcm_extra = format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n",
+        log_path.display()
+    );
+    let mut legate = Legate::start(&front_proxy(s1, s2, "", "", &hcm_extra), &[]);
+    let front = legate.addr("front");
+    let r = get(
+        front,
+        "/service/1",
+        &[("user-agent", "curl/8.0"), ("x-request-id", "rid-1")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = get(
+        front,
+        "/missing",
+        &[("user-agent", "curl/8.0"), ("x-request-id", "rid-2")],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // Logs are flushed at exit.
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    let text = std::fs::read_to_string(&log_path).expect("access log written");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let re = regex::Regex::new(
+        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /service/1 HTTP/1\.1" 200 - 0 \d+ \d+ \d+ "-" "curl/8\.0" "rid-1" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(lines[0]), "{}", lines[0]);
+    let re = regex::Regex::new(
+        r#"^\[[^\]]+\] "GET /missing HTTP/1\.1" 404 NR 0 0 \d+ - "-" "curl/8\.0" "rid-2" "127\.0\.0\.1:\d+" "-"$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(lines[1]), "{}", lines[1]);
+}

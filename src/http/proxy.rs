@@ -27,6 +27,8 @@ use crate::stream_info::{ResponseFlags, StreamInfo};
 /// What a connection's requests share.
 pub struct ConnInfo {
     pub listener: Arc<Listener>,
+    /// `listener.hcm.records_headers()` or listener access logs, computed once.
+    pub records_headers: bool,
     pub shared: Shared,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -45,6 +47,9 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
     let authority = authority_of(&req);
+    // Header copies only when something will read them (access logs,
+    // formatted header values): they cost an allocation per request.
+    let record = conn.records_headers;
     let mut info = StreamInfo::new(
         req.method().clone(),
         req.uri()
@@ -52,7 +57,11 @@ pub async fn handle(
             .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string()),
         authority.clone().unwrap_or_default(),
         req.version(),
-        req.headers().clone(),
+        if record {
+            req.headers().clone()
+        } else {
+            http::HeaderMap::new()
+        },
         conn.remote,
         conn.local,
     );
@@ -61,7 +70,9 @@ pub async fn handle(
     let mut response = outcome.response;
     finish_response_headers(&hcm, &mut response, &info);
     info.response_code = response.status().as_u16();
-    info.response_headers = Some(response.headers().clone());
+    if record {
+        info.response_headers = Some(response.headers().clone());
+    }
     let logs = hcm.clone();
     let listener = conn.listener.clone();
     let (parts, body) = response.into_parts();
@@ -106,16 +117,12 @@ fn local(
 /// Headers every response gets from the connection manager.
 fn finish_response_headers(hcm: &Hcm, response: &mut Response<ResponseBody>, info: &StreamInfo) {
     let h = response.headers_mut();
-    match hcm.server_header {
-        ServerHeader::Overwrite => {
-            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
-                h.insert(header::SERVER, v);
-            }
+    match (&hcm.server_header, &hcm.server_value) {
+        (ServerHeader::Overwrite, Some(v)) => {
+            h.insert(header::SERVER, v.clone());
         }
-        ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
-            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
-                h.insert(header::SERVER, v);
-            }
+        (ServerHeader::AppendIfAbsent, Some(v)) if !h.contains_key(header::SERVER) => {
+            h.insert(header::SERVER, v.clone());
         }
         _ => {}
     }
@@ -203,6 +210,10 @@ async fn route_and_forward(
     };
     if !route.name.is_empty() {
         info.route_name = Some(route.name.clone());
+    }
+    if !conn.records_headers && table.has_formatted_headers() {
+        // An RDS table with formatted values the listener did not plan for.
+        info.request_headers = req.headers().clone();
     }
     // Requests in flight keep the snapshot they started with.
     let outcome = match &route.action {
@@ -544,7 +555,10 @@ fn build_upstream_request(
         edge_external,
     ) == RequestId::Generate
     {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        // A v4 UUID from the thread-local PRNG: no getrandom syscall per request.
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
             headers.insert(hdr::X_REQUEST_ID.clone(), v);
         }
     }
@@ -562,7 +576,9 @@ fn build_upstream_request(
         }
     }
     // The request record sees the headers as sent upstream (x-request-id…).
-    info.request_headers = headers.clone();
+    if !info.request_headers.is_empty() {
+        info.request_headers = headers.clone();
+    }
 
     let path = info.path.clone();
     let new_path = rewrite_path(action, &route.matcher, &path);

@@ -47,6 +47,8 @@ pub struct Hcm {
     pub codec: Codec,
     pub routes: Routes,
     pub server_name: String,
+    /// `server_name` as a header value, built once.
+    pub server_value: Option<http::HeaderValue>,
     pub server_header: ServerHeader,
     pub use_remote_address: bool,
     pub xff_num_trusted_hops: u32,
@@ -68,6 +70,14 @@ pub struct Hcm {
     /// (upgrade type lower-cased, enabled)
     pub upgrades: Vec<(String, bool)>,
     pub access_logs: Vec<crate::access_log::AccessLog>,
+}
+
+impl Hcm {
+    /// Whether requests must keep copies of their headers for access logs
+    /// or formatted header values (copies cost an allocation per request).
+    pub fn records_headers(&self) -> bool {
+        !self.access_logs.is_empty() || matches!(&self.routes, Routes::Static(t) if t.has_formatted_headers())
+    }
 }
 
 #[derive(Debug)]
@@ -169,6 +179,12 @@ impl Hcm {
             } else {
                 h.server_name.clone()
             },
+            server_value: http::HeaderValue::from_str(if h.server_name.is_empty() {
+                DEFAULT_SERVER_NAME
+            } else {
+                &h.server_name
+            })
+            .ok(),
             server_header: match ServerHeaderTransformation::try_from(h.server_header_transformation) {
                 Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
                 Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,

@@ -29,6 +29,7 @@ pub struct RouteTable {
     pub response_headers: HeaderOps,
     /// Port handling in Host matching (`ignore_port_in_host_matching`).
     pub ignore_port_in_host_matching: bool,
+    formatted: bool,
 }
 
 #[derive(Debug)]
@@ -359,6 +360,7 @@ impl RouteTable {
                 &rc.response_headers_to_remove,
             )?,
             ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+            formatted: false,
         };
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
@@ -393,7 +395,27 @@ impl RouteTable {
         // Longest wildcard wins.
         table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         table.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        table.formatted = table.any_formatted();
         Ok(table)
+    }
+
+    /// Does any level add a header whose value has `%…%` operators?
+    /// (Computed once at compile; read per request.)
+    pub fn has_formatted_headers(&self) -> bool {
+        self.formatted
+    }
+
+    fn any_formatted(&self) -> bool {
+        let formatted = |o: &HeaderOps| o.add.iter().any(|a| a.formatted);
+        formatted(&self.request_headers)
+            || formatted(&self.response_headers)
+            || self.virtual_hosts.iter().any(|v| {
+                formatted(&v.request_headers)
+                    || formatted(&v.response_headers)
+                    || v.routes
+                        .iter()
+                        .any(|r| formatted(&r.request_headers) || formatted(&r.response_headers))
+            })
     }
 
     /// Envoy's virtual-host selection: exact, then longest `*suffix`, then

@@ -28,6 +28,19 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the proxy until SIGTERM/SIGINT, then drains. Returns the exit code.
 pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     let snapshot = Snapshot::from_bootstrap(&loaded.bootstrap)?;
+    if loaded
+        .bootstrap
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.address.is_some())
+    {
+        tracing::warn!("the admin interface is not implemented yet: admin.address is not served");
+    }
+    if loaded.bootstrap.dynamic_resources.is_some() {
+        tracing::warn!(
+            "xDS is not implemented yet: dynamic_resources are not used; serving static_resources only"
+        );
+    }
     let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -174,6 +187,7 @@ async fn accept_loop(
         };
         let local = stream.local_addr().unwrap_or(listener.address);
         let conn = Arc::new(ConnInfo {
+            records_headers: listener.hcm.records_headers() || !listener.access_logs.is_empty(),
             listener: listener.clone(),
             shared: shared.clone(),
             remote,

@@ -1,6 +1,10 @@
 //! legate: an Envoy-compatible sidecar and front proxy.
 #![forbid(unsafe_code)]
 
+// Admin interface and stats store (issue 4).
+pub mod admin;
+pub mod stats;
+
 pub mod access_log;
 pub mod cli;
 pub mod config;

@@ -53,6 +53,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
+/// Removes `expect: 100-continue` (and only that expectation).
+pub fn remove_expect_continue(headers: &mut HeaderMap) {
+    if headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        headers.remove(http::header::EXPECT);
+    }
+}
+
 /// Envoy's historical default for "internal" addresses: RFC 1918, loopback
 /// and IPv6 unique-local.
 pub fn is_internal(ip: IpAddr) -> bool {
@@ -272,6 +282,16 @@ mod tests {
         ] {
             assert_eq!(is_internal(ip.parse().unwrap()), want, "{ip}");
         }
+    }
+
+    #[test]
+    fn expect_continue_is_removed() {
+        let mut h = map(&[("expect", "100-Continue")]);
+        remove_expect_continue(&mut h);
+        assert!(h.get("expect").is_none());
+        let mut h = map(&[("expect", "something-else")]);
+        remove_expect_continue(&mut h);
+        assert_eq!(h.get("expect").unwrap(), "something-else");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::headers::{self as hdr, RequestId};
 use super::local_reply::{self, connect_failure_body, reply};
 use super::upstream;
-use crate::model::cluster::{Host, Protocol};
+use crate::model::cluster::{Cluster, Host, Protocol};
 use crate::model::listener::{Hcm, Listener, Routes, ServerHeader};
 use crate::model::route_table::{
     self, redirect_location, rewrite_path, Action, ClusterTarget, HostRewrite, RequestView, Route,
@@ -66,6 +66,14 @@ pub async fn handle(
         conn.local,
     );
     info.connection_id = conn.connection_id;
+    let stats = &hcm.stats;
+    stats.downstream_rq_total.inc();
+    stats.downstream_rq_active.inc();
+    if req.version() == Version::HTTP_2 {
+        stats.downstream_rq_http2_total.inc();
+    } else {
+        stats.downstream_rq_http1_total.inc();
+    }
     let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
     let mut response = outcome.response;
     finish_response_headers(&hcm, &mut response, &info);
@@ -80,6 +88,13 @@ pub async fn handle(
         info,
         outcome.received,
         Box::new(move |info: StreamInfo| {
+            let stats = &logs.stats;
+            stats.downstream_rq_active.dec();
+            stats.downstream_rq_completed.inc();
+            stats.downstream_rq_xx.record(info.response_code);
+            stats
+                .downstream_rq_time
+                .record(info.end.unwrap_or_default().as_millis() as u64);
             for log in logs.access_logs.iter().chain(listener.access_logs.iter()) {
                 log.log(&info);
             }
@@ -200,6 +215,7 @@ async fn route_and_forward(
     };
     let (vhost, route) = table.route(&view);
     let (Some(vhost), Some(route)) = (vhost, route) else {
+        hcm.stats.no_route.inc();
         return local(
             info,
             StatusCode::NOT_FOUND,
@@ -217,14 +233,18 @@ async fn route_and_forward(
     }
     // Requests in flight keep the snapshot they started with.
     let outcome = match &route.action {
-        Action::Direct { status, body } => local(
-            info,
-            *status,
-            body.as_deref().unwrap_or(""),
-            None,
-            "direct_response",
-        ),
+        Action::Direct { status, body } => {
+            hcm.stats.rq_direct_response.inc();
+            local(
+                info,
+                *status,
+                body.as_deref().unwrap_or(""),
+                None,
+                "direct_response",
+            )
+        }
         Action::Redirect(rd) => {
+            hcm.stats.rq_redirect.inc();
             let location = redirect_location(rd, "http", &authority, &path, &route.matcher);
             let mut o = local(info, rd.status, "", None, "direct_response");
             if let Ok(v) = HeaderValue::from_str(&location) {
@@ -321,12 +341,47 @@ fn pick_cluster(action: &RouteAction, req: &Request<Incoming>) -> Option<String>
     }
 }
 
-/// Decrements a host's in-flight count when dropped.
-struct InFlight(Arc<Host>);
+/// A request on its way to a host: counted in the host's and the cluster's
+/// stats from `start` until dropped, with the outcome recorded once.
+struct InFlight {
+    host: Arc<Host>,
+    cluster: Arc<Cluster>,
+    sent: Instant,
+}
+
+impl InFlight {
+    fn start(cluster: Arc<Cluster>, host: Arc<Host>) -> InFlight {
+        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        cluster.stats.upstream_rq_total.inc();
+        cluster.stats.upstream_rq_active.inc();
+        InFlight {
+            host,
+            cluster,
+            sent: Instant::now(),
+        }
+    }
+
+    /// The upstream answered (or legate answered for it: 503/504), as
+    /// Envoy charges the cluster's `upstream_rq_<class>`.
+    fn finish(&self, status: u16) {
+        let c = &self.cluster.stats;
+        c.upstream_rq_completed.inc();
+        c.upstream_rq_xx.record(status);
+        c.upstream_rq_time.record(self.sent.elapsed().as_millis() as u64);
+        let h = &self.host.stats;
+        if status >= 500 {
+            h.rq_error.fetch_add(1, Ordering::Relaxed);
+        } else {
+            h.rq_success.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+        self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+        self.cluster.stats.upstream_rq_active.dec();
     }
 }
 
@@ -355,6 +410,7 @@ async fn forward(
     };
     info.upstream_cluster = Some(cluster_name.clone());
     let Some(cluster) = snap.clusters.get(&cluster_name).cloned() else {
+        hcm.stats.no_cluster.inc();
         return local(
             info,
             action.cluster_not_found,
@@ -363,7 +419,9 @@ async fn forward(
             "cluster_not_found",
         );
     };
+    hcm.stats.rq_total.inc();
     let Some(host) = cluster.hosts.pick(cluster.lb) else {
+        cluster.stats.upstream_cx_none_healthy.inc();
         return local(
             info,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -372,8 +430,7 @@ async fn forward(
             "no_healthy_upstream",
         );
     };
-    host.active_requests.fetch_add(1, Ordering::Relaxed);
-    let in_flight = InFlight(host.clone());
+    let in_flight = InFlight::start(cluster.clone(), host.clone());
     info.upstream_host = Some(host.addr);
 
     let upgrade = upgrade_type(&req);
@@ -408,12 +465,15 @@ async fn forward(
         Protocol::Http1 => false,
         Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
     } && upgrade.is_none();
-    let client = upstream::client(&cluster, h2);
+    let client = upstream::client(&cluster, h2, &conn.shared);
     let sent_at = Instant::now();
     let result = match action.timeout {
         Some(t) => match tokio::time::timeout(t, client.request(upstream_req)).await {
             Ok(r) => r,
             Err(_) => {
+                cluster.stats.upstream_rq_timeout.inc();
+                host.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                in_flight.finish(504);
                 let mut o = local(
                     info,
                     StatusCode::GATEWAY_TIMEOUT,
@@ -427,11 +487,18 @@ async fn forward(
         },
         None => client.request(upstream_req).await,
     };
-    drop(in_flight);
     let mut response = match result {
-        Ok(r) => r,
+        Ok(r) => {
+            in_flight.finish(r.status().as_u16());
+            r
+        }
         Err(e) => {
             let (flag, reason, transport) = classify(&e);
+            if flag == ResponseFlags::UPSTREAM_CONNECTION_FAILURE {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            }
+            in_flight.finish(503);
             info.upstream_transport_failure_reason = transport.clone();
             let body = connect_failure_body(reason, transport.as_deref());
             let details = format!(
@@ -443,6 +510,7 @@ async fn forward(
             return o;
         }
     };
+    drop(in_flight);
     info.first_upstream_response_byte = Some(info.start.elapsed());
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -535,6 +603,11 @@ fn build_upstream_request(
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     hdr::remove_hop_by_hop(&mut headers, upgrading);
+    if !hcm.proxy_100_continue {
+        // Envoy answers `Expect: 100-continue` itself (hyper sends the 100
+        // when the body is first read) and does not forward the header.
+        hdr::remove_expect_continue(&mut headers);
+    }
     let client_ip = hdr::apply_xff(
         &mut headers,
         conn.remote.ip(),

@@ -10,13 +10,36 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::proxy::{handle, ConnInfo};
-use crate::model::listener::Codec;
+use crate::model::listener::{Codec, Listener};
+
+/// Counts a downstream connection in the listener's and the HCM's stats
+/// while it is open.
+struct ConnectionStats(Arc<Listener>);
+
+impl ConnectionStats {
+    fn open(conn: &ConnInfo) -> ConnectionStats {
+        let l = &conn.listener;
+        l.stats.downstream_cx_total.inc();
+        l.stats.downstream_cx_active.inc();
+        l.hcm.stats.downstream_cx_total.inc();
+        l.hcm.stats.downstream_cx_active.inc();
+        ConnectionStats(l.clone())
+    }
+}
+
+impl Drop for ConnectionStats {
+    fn drop(&mut self) {
+        self.0.stats.downstream_cx_active.dec();
+        self.0.hcm.stats.downstream_cx_active.dec();
+    }
+}
 
 /// Serves `stream` until the client closes it or a drain is requested, in
 /// which case in-flight requests finish first (HTTP/1: `connection: close`
 /// on the next response; HTTP/2: GOAWAY).
 pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain: watch::Receiver<bool>) {
     let hcm = conn.listener.hcm.clone();
+    let listener_stats_guard = ConnectionStats::open(&conn);
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let svc = service_fn(move |req| handle(conn.clone(), req));
@@ -55,4 +78,5 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
     if let Err(e) = connection.await {
         tracing::debug!("downstream connection ended while draining: {e}");
     }
+    drop(listener_stats_guard);
 }

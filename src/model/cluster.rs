@@ -66,14 +66,42 @@ pub struct Host {
     pub priority: u32,
     /// The name it was resolved from (for `auto_host_rewrite`), or the endpoint's `hostname`.
     pub hostname: String,
-    /// Requests in flight, for LEAST_REQUEST.
-    pub active_requests: AtomicU64,
+    pub stats: HostStats,
+}
+
+/// Per-host counters, as `/clusters` shows them (`cx_active`, `rq_total`…).
+/// They live with the host, so they survive a DNS/EDS update that keeps it.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub cx_total: AtomicU64,
+    pub cx_active: AtomicU64,
+    pub cx_connect_fail: AtomicU64,
+    pub rq_total: AtomicU64,
+    /// Requests in flight; also what LEAST_REQUEST balances on.
+    pub rq_active: AtomicU64,
+    pub rq_success: AtomicU64,
+    pub rq_error: AtomicU64,
+    pub rq_timeout: AtomicU64,
+}
+
+impl Host {
+    pub fn new(addr: SocketAddr, weight: u32, priority: u32, hostname: String) -> Host {
+        Host {
+            addr,
+            weight,
+            priority,
+            hostname,
+            stats: HostStats::default(),
+        }
+    }
 }
 
 /// The hosts of a cluster at one moment; replaced as a whole when DNS or
 /// EDS changes, never mutated.
 #[derive(Debug, Default)]
 pub struct HostSet {
+    /// Every host, all priorities (what `/clusters` lists).
+    pub all: Vec<Arc<Host>>,
     /// Hosts of the lowest priority level that has any (no health checks
     /// yet, so every host is healthy and lower levels never spill over).
     pub hosts: Vec<Arc<Host>>,
@@ -83,19 +111,29 @@ pub struct HostSet {
 }
 
 impl HostSet {
-    pub fn new(mut all: Vec<Arc<Host>>) -> HostSet {
+    pub fn new(all: Vec<Arc<Host>>) -> HostSet {
         let lowest = all.iter().map(|h| h.priority).min();
-        all.retain(|h| Some(h.priority) == lowest);
-        let schedule = weighted_schedule(&all.iter().map(|h| h.weight.max(1)).collect::<Vec<_>>());
+        let hosts: Vec<Arc<Host>> = all
+            .iter()
+            .filter(|h| Some(h.priority) == lowest)
+            .cloned()
+            .collect();
+        let schedule = weighted_schedule(&hosts.iter().map(|h| h.weight.max(1)).collect::<Vec<_>>());
         HostSet {
-            hosts: all,
+            all,
+            hosts,
             schedule,
             next: AtomicUsize::new(0),
         }
     }
 
+    /// The existing host for `addr` (to keep its stats across updates).
+    pub fn find(&self, addr: SocketAddr) -> Option<&Arc<Host>> {
+        self.all.iter().find(|h| h.addr == addr)
+    }
+
     pub fn all_addrs(&self) -> Vec<SocketAddr> {
-        self.hosts.iter().map(|h| h.addr).collect()
+        self.all.iter().map(|h| h.addr).collect()
     }
 
     pub fn pick(&self, policy: LbPolicy) -> Option<Arc<Host>> {
@@ -115,7 +153,7 @@ impl HostSet {
                 let b = fastrand::usize(..n);
                 let load = |i: usize| {
                     let h = &self.hosts[i];
-                    (h.active_requests.load(Ordering::Relaxed) + 1) as f64 / f64::from(h.weight.max(1))
+                    (h.stats.rq_active.load(Ordering::Relaxed) + 1) as f64 / f64::from(h.weight.max(1))
                 };
                 if load(b) < load(a) {
                     b
@@ -191,6 +229,7 @@ pub struct Cluster {
     /// For EDS: the name of the ClusterLoadAssignment to subscribe to.
     pub eds_service_name: String,
     pub hosts: Arc<HostSet>,
+    pub stats: Arc<super::stats::ClusterStats>,
 }
 
 fn duration(d: &prost_types::Duration) -> Duration {
@@ -214,6 +253,7 @@ impl Cluster {
             endpoints: self.endpoints.clone(),
             eds_service_name: self.eds_service_name.clone(),
             hosts,
+            stats: self.stats.clone(),
         }
     }
 
@@ -304,6 +344,11 @@ impl Cluster {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| c.name.clone()),
             endpoints,
+            stats: {
+                let stats = super::stats::ClusterStats::new(&c.name);
+                stats.set_membership(hosts.all.len());
+                Arc::new(stats)
+            },
             hosts: Arc::new(hosts),
         })
     }
@@ -316,17 +361,17 @@ pub fn static_hosts(endpoints: &[EndpointSpec]) -> Result<HostSet, String> {
             .address
             .parse()
             .map_err(|_| format!("`{}` is not an IP address", e.address))?;
-        hosts.push(Arc::new(Host {
-            addr: SocketAddr::new(ip, e.port),
-            weight: e.weight,
-            priority: e.priority,
-            hostname: if e.hostname.is_empty() {
-                e.address.clone()
-            } else {
-                e.hostname.clone()
-            },
-            active_requests: AtomicU64::new(0),
-        }));
+        let hostname = if e.hostname.is_empty() {
+            e.address.clone()
+        } else {
+            e.hostname.clone()
+        };
+        hosts.push(Arc::new(Host::new(
+            SocketAddr::new(ip, e.port),
+            e.weight,
+            e.priority,
+            hostname,
+        )));
     }
     Ok(HostSet::new(hosts))
 }
@@ -387,13 +432,12 @@ mod tests {
     }
 
     fn host(port: u16, weight: u32, priority: u32) -> Arc<Host> {
-        Arc::new(Host {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        Arc::new(Host::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
             weight,
             priority,
-            hostname: String::new(),
-            active_requests: AtomicU64::new(0),
-        })
+            String::new(),
+        ))
     }
 
     #[test]
@@ -411,7 +455,7 @@ mod tests {
     #[test]
     fn least_request_prefers_idle_hosts() {
         let set = HostSet::new(vec![host(1, 1, 0), host(2, 1, 0)]);
-        set.hosts[0].active_requests.store(100, Ordering::Relaxed);
+        set.hosts[0].stats.rq_active.store(100, Ordering::Relaxed);
         let picks: Vec<u16> = (0..200)
             .map(|_| set.pick(LbPolicy::LeastRequest).unwrap().addr.port())
             .collect();

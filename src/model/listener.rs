@@ -58,6 +58,8 @@ pub struct Hcm {
     pub preserve_external_request_id: bool,
     pub always_set_request_id_in_response: bool,
     pub suppress_envoy_headers: bool,
+    /// Pass `Expect: 100-continue` upstream instead of answering it here.
+    pub proxy_100_continue: bool,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
@@ -70,6 +72,7 @@ pub struct Hcm {
     /// (upgrade type lower-cased, enabled)
     pub upgrades: Vec<(String, bool)>,
     pub access_logs: Vec<crate::access_log::AccessLog>,
+    pub stats: super::stats::HttpStats,
 }
 
 impl Hcm {
@@ -86,6 +89,7 @@ pub struct Listener {
     pub address: SocketAddr,
     pub hcm: Arc<Hcm>,
     pub access_logs: Vec<crate::access_log::AccessLog>,
+    pub stats: super::stats::ListenerStats,
 }
 
 fn duration(d: &prost_types::Duration) -> Duration {
@@ -143,6 +147,7 @@ impl Listener {
             address,
             hcm: Arc::new(Hcm::compile(&hcm)?),
             access_logs: crate::access_log::build_all(&l.access_log)?,
+            stats: super::stats::ListenerStats::new(&address.to_string()),
         })
     }
 }
@@ -198,6 +203,7 @@ impl Hcm {
             preserve_external_request_id: h.preserve_external_request_id,
             always_set_request_id_in_response: h.always_set_request_id_in_response,
             suppress_envoy_headers: router.suppress_envoy_headers,
+            proxy_100_continue: h.proxy_100_continue,
             stream_idle_timeout: timeout(h.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
             request_timeout: timeout(h.request_timeout.as_ref(), None),
             request_headers_timeout: timeout(h.request_headers_timeout.as_ref(), None),
@@ -219,6 +225,7 @@ impl Hcm {
                 .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.unwrap_or(true)))
                 .collect(),
             access_logs: crate::access_log::build_all(&h.access_log)?,
+            stats: super::stats::HttpStats::new(&h.stat_prefix),
         })
     }
 }

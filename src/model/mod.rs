@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod header_ops;
 pub mod listener;
 pub mod route_table;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,6 @@
 //! Names go through the system resolver, so `/etc/hosts` is honoured.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::model::cluster::{Cluster, Discovery, DnsFamily, Host, HostSet};
@@ -57,17 +56,18 @@ pub async fn resolve(cluster: &Cluster) -> Option<HostSet> {
             found.truncate(1);
         }
         for addr in found {
-            hosts.push(Arc::new(Host {
-                addr,
-                weight: e.weight,
-                priority: e.priority,
-                hostname: if e.hostname.is_empty() {
-                    e.address.clone()
-                } else {
-                    e.hostname.clone()
-                },
-                active_requests: AtomicU64::new(0),
-            }));
+            // A host that is still there keeps its Arc, and so its stats.
+            match cluster.hosts.find(addr) {
+                Some(h) if h.weight == e.weight && h.priority == e.priority => hosts.push(h.clone()),
+                _ => {
+                    let name = if e.hostname.is_empty() {
+                        e.address.clone()
+                    } else {
+                        e.hostname.clone()
+                    };
+                    hosts.push(Arc::new(Host::new(addr, e.weight, e.priority, name)));
+                }
+            }
         }
     }
     Some(HostSet::new(hosts))
@@ -78,7 +78,10 @@ pub async fn resolve(cluster: &Cluster) -> Option<HostSet> {
 pub fn publish(shared: &Shared, name: &str, id: u64, hosts: HostSet) {
     let hosts = Arc::new(hosts);
     shared.rcu(|snap: &Arc<Snapshot>| match snap.clusters.get(name) {
-        Some(c) if c.id == id => Arc::new(snap.with_cluster(Arc::new(c.with_hosts(hosts.clone())))),
+        Some(c) if c.id == id => {
+            c.stats.set_membership(hosts.all.len());
+            Arc::new(snap.with_cluster(Arc::new(c.with_hosts(hosts.clone()))))
+        }
         _ => snap.clone(),
     });
 }
@@ -102,7 +105,13 @@ pub async fn start(shared: Shared) {
             let mut tx = Some(tx);
             let mut last: Option<Vec<SocketAddr>> = None;
             loop {
-                if let Some(set) = resolve(&c).await {
+                // Resolve against the cluster as published now, so hosts
+                // that stay keep their stats.
+                let current = match shared.load().clusters.get(&c.name) {
+                    Some(now) if now.id == c.id => now.clone(),
+                    _ => return,
+                };
+                if let Some(set) = resolve(&current).await {
                     let addrs = set.all_addrs();
                     if last.as_ref() != Some(&addrs) {
                         tracing::info!("cluster {}: hosts {:?}", c.name, addrs);

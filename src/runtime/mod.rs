@@ -28,14 +28,6 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 /// Runs the proxy until SIGTERM/SIGINT, then drains. Returns the exit code.
 pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     let snapshot = Snapshot::from_bootstrap(&loaded.bootstrap)?;
-    if loaded
-        .bootstrap
-        .admin
-        .as_ref()
-        .is_some_and(|a| a.address.is_some())
-    {
-        tracing::warn!("the admin interface is not implemented yet: admin.address is not served");
-    }
     if loaded.bootstrap.dynamic_resources.is_some() {
         tracing::warn!(
             "xDS is not implemented yet: dynamic_resources are not used; serving static_resources only"
@@ -78,10 +70,16 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
             .map_err(|e| format!("cannot start worker {worker}: {e}"))?;
         threads.push(t);
     }
+    // --- Admin interface and server stats (src/admin, src/stats.rs) ---
+    // Logged before "all N workers started": tests read the admin address
+    // from the log up to that line.
+    crate::admin::init_server_stats(opts.concurrency, listeners.len());
+    let quit = start_admin(loaded, &main_rt, &shared, &sockets, opts.concurrency)?.map(|s| s.quit.clone());
+    // --- end admin ---
     tracing::info!("all {} workers started", opts.concurrency);
 
     main_rt.block_on(async {
-        wait_for_shutdown_signal().await;
+        wait_for_shutdown_signal(quit).await;
         tracing::info!("shutting down: draining for up to {:?}", opts.drain_time);
         let _ = drain_tx.send(true);
         let deadline = tokio::time::Instant::now() + opts.drain_time;
@@ -99,7 +97,58 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() {
+/// Binds `admin.address` (if any) on the main runtime and serves the admin
+/// interface there. Returns its state (for `/quitquitquit`).
+fn start_admin(
+    loaded: &Loaded,
+    main_rt: &tokio::runtime::Runtime,
+    shared: &Shared,
+    sockets: &[(Arc<Listener>, listen::SocketSet)],
+    concurrency: usize,
+) -> Result<Option<Arc<crate::admin::AdminState>>, String> {
+    let Some(admin) = loaded.bootstrap.admin.as_ref() else {
+        return Ok(None);
+    };
+    if admin.address.is_none() {
+        return Ok(None);
+    }
+    let addr = crate::model::listener::socket_addr(admin.address.as_ref())
+        .map_err(|e| format!("admin.address: {e}"))?;
+    let listener = main_rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!("admin address: {local}");
+    crate::admin::warn_if_exposed(local);
+    if !admin.access_log.is_empty() || !matches!(admin.access_log_path.as_str(), "" | "/dev/null") {
+        tracing::warn!("admin.access_log is not implemented yet: admin requests are not logged");
+    }
+    let bound = sockets
+        .iter()
+        .map(|(l, set)| (l.name.clone(), set.local_addr))
+        .collect();
+    let mut state = crate::admin::AdminState::new(loaded, shared.clone(), bound, concurrency);
+    state.admin_address = Some(local);
+    let state = Arc::new(state);
+    main_rt.spawn(crate::admin::serve(listener, state.clone()));
+    Ok(Some(state))
+}
+
+/// Waits for SIGTERM/SIGINT, or `/quitquitquit` when the admin is served.
+async fn wait_for_shutdown_signal(quit: Option<Arc<tokio::sync::Notify>>) {
+    let quit = async move {
+        match quit {
+            Some(q) => q.notified().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = quit => {}
+    }
+}
+
+async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),

@@ -84,6 +84,8 @@ use std::time::{Duration, Instant};
 pub struct Legate {
     pub child: Child,
     pub listeners: HashMap<String, SocketAddr>,
+    /// The admin listener's address (`admin address: ADDR` in the log).
+    pub admin: Option<SocketAddr>,
     /// Keeps the log forwarder running (lines are also echoed to stderr).
     _log: mpsc::Receiver<String>,
     _dir: Dir,
@@ -116,6 +118,7 @@ impl Legate {
             }
         });
         let mut listeners = HashMap::new();
+        let mut admin = None;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -126,6 +129,9 @@ impl Legate {
                             listeners
                                 .insert(name.to_string(), addr.trim().parse().expect("listener address"));
                         }
+                    }
+                    if let Some(rest) = line.split("admin address: ").nth(1) {
+                        admin = Some(rest.trim().parse().expect("admin address"));
                     }
                     if line.contains("workers started") {
                         break;
@@ -141,6 +147,7 @@ impl Legate {
         Legate {
             child,
             listeners,
+            admin,
             _log: rx,
             _dir: dir,
         }

@@ -14,32 +14,39 @@ use legate::cli::{component_directives, Args, Mode};
 use legate::config;
 
 fn init_logging(args: &Args) -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
     let mut filter = EnvFilter::new(args.log_level.directive());
     if let Some(spec) = &args.component_log_level {
         for d in component_directives(spec)? {
             filter = filter.add_directive(d.parse().map_err(|e| format!("--component-log-level: {e}"))?);
         }
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match &args.log_path {
+    // The filter can be swapped at run time by the admin's `/logging`.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    legate::admin::logging::set_reloader(Box::new(move |directives: &str| {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
+    let output = match &args.log_path {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("--log-path {}: {e}", path.display()))?;
-            builder
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
-                .init();
+                .boxed()
         }
-        None => builder
+        None => tracing_subscriber::fmt::layer()
+            .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(output).init();
     Ok(())
 }
 

@@ -79,10 +79,18 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     tracing::info!("all {} workers started", opts.concurrency);
 
     main_rt.block_on(async {
-        wait_for_shutdown_signal(quit).await;
-        tracing::info!("shutting down: draining for up to {:?}", opts.drain_time);
+        let cause = wait_for_shutdown_signal(quit).await;
+        // A signal drains for up to --drain-time-s; /quitquitquit asks for a
+        // prompt exit, so requests in flight get at most QUIT_DRAIN.
+        let drain_time = match cause {
+            Shutdown::Signal => opts.drain_time,
+            Shutdown::Quit => opts.drain_time.min(QUIT_DRAIN),
+        };
+        tracing::info!("shutting down: draining for up to {drain_time:?}");
+        // server.state DRAINING (1), as Envoy reports while shutting down.
+        crate::stats::store().gauge("server.state").set(1);
         let _ = drain_tx.send(true);
-        let deadline = tokio::time::Instant::now() + opts.drain_time;
+        let deadline = tokio::time::Instant::now() + drain_time;
         while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -134,8 +142,16 @@ fn start_admin(
     Ok(Some(state))
 }
 
+/// How long `/quitquitquit` lets requests in flight finish.
+const QUIT_DRAIN: Duration = Duration::from_secs(5);
+
+enum Shutdown {
+    Signal,
+    Quit,
+}
+
 /// Waits for SIGTERM/SIGINT, or `/quitquitquit` when the admin is served.
-async fn wait_for_shutdown_signal(quit: Option<Arc<tokio::sync::Notify>>) {
+async fn wait_for_shutdown_signal(quit: Option<Arc<tokio::sync::Notify>>) -> Shutdown {
     let quit = async move {
         match quit {
             Some(q) => q.notified().await,
@@ -143,8 +159,8 @@ async fn wait_for_shutdown_signal(quit: Option<Arc<tokio::sync::Notify>>) {
         }
     };
     tokio::select! {
-        _ = wait_for_signal() => {}
-        _ = quit => {}
+        _ = wait_for_signal() => Shutdown::Signal,
+        _ = quit => Shutdown::Quit,
     }
 }
 

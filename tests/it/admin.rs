@@ -161,6 +161,11 @@ async fn state_changing_endpoints_require_post() {
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("active loggers:\n"), "{}", r.body);
     assert!(r.body.contains("\n  http: info\n"), "{}", r.body);
+    // Levels change live (the binary registers a reloadable filter).
+    let r = post(admin, "/logging?http=debug").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\n  http: debug\n"), "{}", r.body);
+    assert!(r.body.contains("\n  admin: info\n"), "{}", r.body);
 
     let r = post(admin, "/reset_counters").await;
     assert_eq!(r.body, "OK\n");

@@ -2,6 +2,7 @@
 //! reply) and what it sends upstream (the downstream body, counted). Both
 //! stream frame by frame; nothing is buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::stream_info::StreamInfo;
+use crate::stream_info::{ResponseFlags, StreamInfo};
 
 /// A downstream request body on its way upstream; counts bytes for
 /// `%BYTES_RECEIVED%`.
@@ -45,6 +46,27 @@ impl Body for RequestBody {
     }
 }
 
+/// The error a response body ends with when it stops early.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Stream idle timeout of a response body: it resets whenever a frame
+/// arrives; the timer is only armed when the upstream makes us wait.
+struct Idle {
+    after: std::time::Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug)]
+struct IdleTimeout;
+
+impl std::fmt::Display for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream idle timeout")
+    }
+}
+
+impl std::error::Error for IdleTimeout {}
+
 /// Called once when a response has been sent (or abandoned).
 pub type OnComplete = Box<dyn FnOnce(StreamInfo) + Send>;
 
@@ -61,6 +83,7 @@ pub struct ResponseBody {
     info: Option<Box<StreamInfo>>,
     received: Option<Arc<AtomicU64>>,
     on_complete: Option<OnComplete>,
+    idle: Option<Idle>,
 }
 
 impl ResponseBody {
@@ -70,6 +93,7 @@ impl ResponseBody {
             info: None,
             received: None,
             on_complete: None,
+            idle: None,
         }
     }
 
@@ -83,6 +107,7 @@ impl ResponseBody {
             info: None,
             received: None,
             on_complete: None,
+            idle: None,
         }
     }
 
@@ -99,6 +124,13 @@ impl ResponseBody {
         self
     }
 
+    /// Ends the body with a reset (SI) when the upstream sends nothing for
+    /// `after` (`stream_idle_timeout`, or the route's `idle_timeout`).
+    pub fn with_idle_timeout(mut self, after: Option<std::time::Duration>) -> Self {
+        self.idle = after.map(|after| Idle { after, sleep: None });
+        self
+    }
+
     fn complete(&mut self) {
         if let (Some(mut info), Some(done)) = (self.info.take(), self.on_complete.take()) {
             if let Some(r) = &self.received {
@@ -112,19 +144,22 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let poll = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         };
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.sleep = None;
+                }
                 if let Some(info) = this.info.as_mut() {
                     if let Some(data) = frame.data_ref() {
                         info.bytes_sent += data.len() as u64;
@@ -136,12 +171,26 @@ impl Body for ResponseBody {
             Poll::Ready(None) => this.complete(),
             Poll::Ready(Some(Err(_))) => {
                 if let Some(info) = this.info.as_mut() {
-                    info.response_flags
-                        .insert(crate::stream_info::ResponseFlags::UPSTREAM_REMOTE_RESET);
+                    info.response_flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
                 }
                 this.complete();
             }
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(idle) = this.idle.as_mut() {
+                    let after = idle.after;
+                    let sleep = idle
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        if let Some(info) = this.info.as_mut() {
+                            info.response_flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                        }
+                        this.idle = None;
+                        this.complete();
+                        return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                    }
+                }
+            }
         }
         poll
     }
@@ -168,7 +217,7 @@ impl Drop for ResponseBody {
         if self.info.is_some() && !self.is_end_stream() {
             if let Some(info) = self.info.as_mut() {
                 info.response_flags
-                    .insert(crate::stream_info::ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                    .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             }
         }
         self.complete();

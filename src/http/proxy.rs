@@ -29,6 +29,8 @@ pub struct ConnInfo {
     pub listener: Arc<Listener>,
     /// `listener.hcm.records_headers()` or listener access logs, computed once.
     pub records_headers: bool,
+    /// Requests seen on this connection (for `max_requests_per_connection`).
+    pub requests: std::sync::atomic::AtomicU32,
     pub shared: Shared,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -74,9 +76,18 @@ pub async fn handle(
     } else {
         stats.downstream_rq_http1_total.inc();
     }
+    let nth = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let http1 = req.version() != Version::HTTP_2;
     let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
     let mut response = outcome.response;
     finish_response_headers(&hcm, &mut response, &info);
+    if http1 && hcm.max_requests_per_connection.is_some_and(|max| nth >= max) {
+        // The last request this connection may carry: hyper closes it after
+        // this response. (HTTP/2 would need a GOAWAY: not done yet.)
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     info.response_code = response.status().as_u16();
     if record {
         info.response_headers = Some(response.headers().clone());
@@ -433,6 +444,17 @@ async fn forward(
     let in_flight = InFlight::start(cluster.clone(), host.clone());
     info.upstream_host = Some(host.addr);
 
+    // `x-envoy-upstream-rq-timeout-ms` overrides the route timeout (0: none).
+    let route_timeout = match req
+        .headers()
+        .get(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        Some(0) => None,
+        Some(ms) => Some(std::time::Duration::from_millis(ms)),
+        None => action.timeout,
+    };
     let upgrade = upgrade_type(&req);
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let upstream_req = match build_upstream_request(
@@ -447,6 +469,7 @@ async fn forward(
         authority,
         info,
         upgrade.is_some(),
+        route_timeout,
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -467,9 +490,29 @@ async fn forward(
     } && upgrade.is_none();
     let client = upstream::client(&cluster, h2, &conn.shared);
     let sent_at = Instant::now();
-    let result = match action.timeout {
+    // Response headers are awaited for the route timeout, or the stream idle
+    // timeout when that is shorter (then it is Envoy's 408 SI, not 504 UT).
+    let idle = action.idle_timeout.or(hcm.stream_idle_timeout);
+    let (wait, idle_first) = match (route_timeout, idle) {
+        (Some(t), Some(i)) if i < t => (Some(i), true),
+        (None, Some(i)) => (Some(i), true),
+        (t, _) => (t, false),
+    };
+    let result = match wait {
         Some(t) => match tokio::time::timeout(t, client.request(upstream_req)).await {
             Ok(r) => r,
+            Err(_) if idle_first => {
+                in_flight.finish(408);
+                let mut o = local(
+                    info,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "stream timeout",
+                    Some(ResponseFlags::STREAM_IDLE_TIMEOUT),
+                    "stream_idle_timeout",
+                );
+                o.received = Some(received);
+                return o;
+            }
             Err(_) => {
                 cluster.stats.upstream_rq_timeout.inc();
                 host.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
@@ -540,7 +583,7 @@ async fn forward(
     }
     let (parts, body) = response.into_parts();
     Outcome {
-        response: Response::from_parts(parts, ResponseBody::upstream(body)),
+        response: Response::from_parts(parts, ResponseBody::upstream(body).with_idle_timeout(idle)),
         received: Some(received),
     }
 }
@@ -599,6 +642,7 @@ fn build_upstream_request(
     authority: &str,
     info: &mut StreamInfo,
     upgrading: bool,
+    route_timeout: Option<std::time::Duration>,
 ) -> Result<(Request<RequestBody>, Arc<AtomicU64>), String> {
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
@@ -635,7 +679,8 @@ fn build_upstream_request(
             headers.insert(hdr::X_REQUEST_ID.clone(), v);
         }
     }
-    if let Some(t) = action.timeout {
+    headers.remove(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS);
+    if let Some(t) = route_timeout {
         if !hcm.suppress_envoy_headers {
             headers.insert(
                 hdr::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),

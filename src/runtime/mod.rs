@@ -253,6 +253,7 @@ async fn accept_loop(
         let local = stream.local_addr().unwrap_or(listener.address);
         let conn = Arc::new(ConnInfo {
             records_headers: listener.hcm.records_headers() || !listener.access_logs.is_empty(),
+            requests: std::sync::atomic::AtomicU32::new(0),
             listener: listener.clone(),
             shared: shared.clone(),
             remote,

@@ -4,4 +4,5 @@ pub mod conformance;
 pub mod proxy;
 pub mod streaming;
 pub mod support;
+pub mod timeouts;
 pub mod wire_compat;

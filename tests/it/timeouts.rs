@@ -1,0 +1,151 @@
+//! Timeouts and connection limits: stream idle timeouts (408 SI before the
+//! response, a reset after it), the `x-envoy-upstream-rq-timeout-ms`
+//! override, and `max_requests_per_connection`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::support::client::get;
+use super::support::{origin, Legate};
+
+/// An origin that answers headers and "start" at once, then stalls for
+/// `stall` before sending "end".
+async fn stalling_origin(stall: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let chunks = futures_util::stream::unfold(0u8, move |step| async move {
+                        match step {
+                            0 => Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"start"))), 1)),
+                            1 => {
+                                tokio::time::sleep(stall).await;
+                                Some((Ok(Frame::data(Bytes::from_static(b"end"))), 2))
+                            }
+                            _ => None,
+                        }
+                    });
+                    Ok::<_, Infallible>(hyper::Response::new(StreamBody::new(chunks)))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: front
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: t
+{hcm_extra}
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: origin{route_extra}}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: origin
+    type: STATIC
+    load_assignment:
+      cluster_name: origin
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+"#,
+        port = origin.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_before_the_response_is_408_si() {
+    let o = origin::start("slow").await;
+    let legate = Legate::start(&config(o, ", idle_timeout: 0.3s", ""), &[]);
+    let r = get(legate.addr("front"), "/?sleep_ms=3000", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (408, "stream timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_after_the_response_started_resets_the_stream() {
+    let o = stalling_origin(Duration::from_secs(5)).await;
+    let legate = Legate::start(&config(o, "", "          stream_idle_timeout: 0.3s\n"), &[]);
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // Bounded: the connection must end long before the origin's 5 s stall.
+    let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "legate kept the stalled stream open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("start") && !text.contains("end"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_rq_timeout_header_overrides_the_route_timeout() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(&config(o, "", ""), &[]);
+    let front = legate.addr("front");
+    let r = get(
+        front,
+        "/?sleep_ms=2000",
+        &[("x-envoy-upstream-rq-timeout-ms", "200")],
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+    let r = get(front, "/", &[("x-envoy-upstream-rq-timeout-ms", "5000")]).await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-envoy-expected-rq-timeout-ms"], "5000");
+    assert!(
+        seen["headers"].get("x-envoy-upstream-rq-timeout-ms").is_none(),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_closes_after_the_last_one() {
+    let o = origin::start("o").await;
+    let hcm = "          common_http_protocol_options: {max_requests_per_connection: 2}\n";
+    let legate = Legate::start(&config(o, "", hcm), &[]);
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    }
+    // After the second response legate closes the connection.
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+}

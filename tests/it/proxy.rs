@@ -7,10 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::support::client::{get, send};
-use super::support::{conformance_dir, origin, Legate};
+use super::support::{conformance_dir, front_bootstrap, origin, route, static_cluster, Legate, H2C_OPTIONS};
 
 /// The tutorial's front proxy, v3, with listener port 0 and the services at
-/// the given origins. `extra_routes` go before the /service routes.
+/// the given origins (service2 by name, STRICT_DNS through /etc/hosts).
+/// `extra_routes` go before the /service routes.
 fn front_proxy(
     s1: SocketAddr,
     s2: SocketAddr,
@@ -18,52 +19,17 @@ fn front_proxy(
     extra_clusters: &str,
     hcm_extra: &str,
 ) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: front
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          codec_type: AUTO
-          stat_prefix: ingress_http
-{hcm_extra}
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-{extra_routes}
-              - match: {{prefix: "/service/1"}}
-                route: {{cluster: service1}}
-              - match: {{prefix: "/service/2"}}
-                route: {{cluster: service2}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: service1
-    type: STATIC
-    load_assignment:
-      cluster_name: service1
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p1}}}}}}}}}]}}]
-  - name: service2
-    type: STRICT_DNS
-    dns_lookup_family: V4_ONLY
-    load_assignment:
-      cluster_name: service2
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: localhost, port_value: {p2}}}}}}}}}]}}]
-{extra_clusters}
-"#,
-        p1 = s1.port(),
-        p2 = s2.port(),
-    )
+    let routes = format!(
+        "{extra_routes}{}{}",
+        route("/service/1", "service1", ""),
+        route("/service/2", "service2", "")
+    );
+    let service2 = format!(
+        "  - name: service2\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    load_assignment:\n      cluster_name: service2\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}}}]}}]\n",
+        s2.port()
+    );
+    let clusters = format!("{}{service2}{extra_clusters}", static_cluster("service1", s1, ""));
+    front_bootstrap(hcm_extra, &routes, &clusters)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,22 +131,9 @@ async fn local_replies_match_envoy() {
 async fn h2c_downstream_and_upstream() {
     let s1 = origin::start("service1").await;
     let s2 = origin::start("service2").await;
-    let extra_clusters = format!(
-        r#"
-  - name: h2
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: h2
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]
-"#,
-        s1.port()
-    );
-    let extra_routes = "              - match: {prefix: \"/h2\"}\n                route: {cluster: h2}\n";
-    let legate = Legate::start(&front_proxy(s1, s2, extra_routes, &extra_clusters, ""), &[]);
+    let extra_clusters = static_cluster("h2", s1, H2C_OPTIONS);
+    let extra_routes = route("/h2", "h2", "");
+    let legate = Legate::start(&front_proxy(s1, s2, &extra_routes, &extra_clusters, ""), &[]);
     let front = legate.addr("front");
 
     // Downstream h2c (prior knowledge) on the AUTO port, upstream HTTP/1.1.

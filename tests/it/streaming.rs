@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use super::support::client::send;
-use super::support::{origin, Legate};
+use super::support::{front_bootstrap, origin, route, static_cluster, Legate, H2C_OPTIONS};
 
 /// How long any single network step may take before the test fails.
 const STEP: Duration = Duration::from_secs(5);
@@ -30,53 +30,11 @@ fn proxy_config(routes: &[(&str, SocketAddr, bool)], hcm_extra: &str) -> String 
     let mut route_text = String::new();
     let mut clusters = String::new();
     for (i, (prefix, addr, h2)) in routes.iter().enumerate() {
-        route_text.push_str(&format!(
-            "              - match: {{prefix: \"{prefix}\"}}\n                route: {{cluster: c{i}}}\n"
-        ));
-        let h2_options = if *h2 {
-            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n"
-        } else {
-            ""
-        };
-        clusters.push_str(&format!(
-            r#"  - name: c{i}
-    type: STATIC
-{h2_options}    load_assignment:
-      cluster_name: c{i}
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
-"#,
-            port = addr.port()
-        ));
+        let name = format!("c{i}");
+        route_text.push_str(&route(prefix, &name, ""));
+        clusters.push_str(&static_cluster(&name, *addr, if *h2 { H2C_OPTIONS } else { "" }));
     }
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: front
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          codec_type: AUTO
-          stat_prefix: ingress_http
-{hcm_extra}
-          route_config:
-            name: local_route
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-{route_text}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{clusters}
-"#
-    )
+    front_bootstrap(hcm_extra, &route_text, &clusters)
 }
 
 // ---------------------------------------------------------------------------

@@ -325,3 +325,61 @@ pub mod client {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Config builders shared by the whole-process tests.
+
+/// Cluster options that make a cluster speak h2c upstream.
+pub const H2C_OPTIONS: &str = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n";
+
+/// A v3 bootstrap with one listener `front` on 127.0.0.1:0 (HCM
+/// `stat_prefix: ingress_http`, codec AUTO, route config `local_route` with
+/// one `*` virtual host). `hcm_extra` lines are HCM fields (10-space
+/// indent), `routes` are route entries (14-space indent), `clusters` are
+/// cluster entries (2-space indent, e.g. from [`static_cluster`]).
+pub fn front_bootstrap(hcm_extra: &str, routes: &str, clusters: &str) -> String {
+    format!(
+        r#"
+static_resources:
+  listeners:
+  - name: front
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          codec_type: AUTO
+          stat_prefix: ingress_http
+{hcm_extra}
+          route_config:
+            name: local_route
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+{routes}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}
+"#
+    )
+}
+
+/// A STATIC cluster `name` with one endpoint; `extra` lines are cluster
+/// fields (4-space indent, e.g. [`H2C_OPTIONS`]).
+pub fn static_cluster(name: &str, addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    type: STATIC\n{extra}    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]\n",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+/// A route entry sending `prefix` to `cluster`, with extra RouteAction fields.
+pub fn route(prefix: &str, cluster: &str, action_extra: &str) -> String {
+    format!("              - match: {{prefix: \"{prefix}\"}}\n                route: {{cluster: {cluster}{action_extra}}}\n")
+}

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::support::client::get;
-use super::support::{origin, Legate};
+use super::support::{front_bootstrap, origin, route, static_cluster, Legate};
 
 /// An origin that answers headers and "start" at once, then stalls for
 /// `stall` before sending "end".
@@ -49,37 +49,10 @@ async fn stalling_origin(stall: Duration) -> SocketAddr {
 }
 
 fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
-    format!(
-        r#"
-static_resources:
-  listeners:
-  - name: front
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: t
-{hcm_extra}
-          route_config:
-            virtual_hosts:
-            - name: v
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: origin{route_extra}}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
-  - name: origin
-    type: STATIC
-    load_assignment:
-      cluster_name: origin
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
-"#,
-        port = origin.port()
+    front_bootstrap(
+        hcm_extra,
+        &route("/", "origin", route_extra),
+        &static_cluster("origin", origin, ""),
     )
 }
 

@@ -80,6 +80,9 @@ pub async fn handle(
     let http1 = req.version() != Version::HTTP_2;
     let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
     let mut response = outcome.response;
+    // The downstream protocol decides the response's version, whatever the
+    // upstream spoke (an HTTP/1.0 origin must not make us answer HTTP/1.0).
+    *response.version_mut() = if http1 { Version::HTTP_11 } else { Version::HTTP_2 };
     finish_response_headers(&hcm, &mut response, &info);
     if http1 && hcm.max_requests_per_connection.is_some_and(|max| nth >= max) {
         // The last request this connection may carry: hyper closes it after

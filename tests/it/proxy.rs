@@ -290,3 +290,38 @@ async fn access_log_default_format_to_a_file() {
     .unwrap();
     assert!(re.is_match(lines[1]), "{}", lines[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_origin_does_not_downgrade_the_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An origin that answers every connection in HTTP/1.0, then closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let o = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let config = front_bootstrap("", &route("/", "old", ""), &static_cluster("old", o, ""));
+    let legate = Legate::start(&config, &[]);
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("response")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}

@@ -73,6 +73,27 @@ pub const V2_TYPES: &[(&str, &str)] = &[
 /// rather than "unknown field") but does not implement. Keyed by
 /// `<message full name>.<field name>`; the value says what the field is.
 pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    // c-ares tuning legate's DNS client (hickory-resolver) has no counterpart for.
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig.filter_unroutable_families",
+        "`filter_unroutable_families`",
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig.udp_max_queries",
+        "`udp_max_queries`",
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig.max_udp_channel_duration",
+        "`max_udp_channel_duration`",
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig.reinit_channel_on_timeout",
+        "`reinit_channel_on_timeout`",
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig.qcache_max_ttl",
+        "the c-ares query cache (`qcache_max_ttl`)",
+    ),
     (
         "envoy.config.listener.v3.FilterChain.transport_socket",
         "TLS (`transport_socket`)",
@@ -157,7 +178,6 @@ pub const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
     ("envoy.config.route.v3.RouteAction.retry_policy", "`retry_policy`"),
     ("envoy.config.route.v3.RouteAction.rate_limits", "`rate_limits`"),
-    ("envoy.config.route.v3.RouteAction.hash_policy", "`hash_policy`"),
     (
         "envoy.config.route.v3.RouteAction.request_mirror_policies",
         "request mirroring (`request_mirror_policies`)",

@@ -18,7 +18,25 @@ pub fn rewrite(message: &str, node: &mut Node, path: &str, warnings: &mut Vec<Wa
         "envoy.config.listener.v3.Filter"
         | "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
         | "envoy.config.accesslog.v3.AccessLog" => extension(node, path, warnings),
-        "envoy.config.cluster.v3.Cluster" => cluster(node, path, warnings),
+        "envoy.config.cluster.v3.Cluster" => {
+            deprecated_dns(
+                node,
+                path,
+                warnings,
+                &[
+                    "dns_resolvers",
+                    "use_tcp_for_dns_lookups",
+                    "dns_resolution_config",
+                ],
+            );
+            cluster(node, path, warnings)
+        }
+        "envoy.config.bootstrap.v3.Bootstrap" => deprecated_dns(
+            node,
+            path,
+            warnings,
+            &["use_tcp_for_dns_lookups", "dns_resolution_config"],
+        ),
         "envoy.config.bootstrap.v3.Admin" => admin(node, path, warnings),
         _ => {}
     }
@@ -121,6 +139,45 @@ fn extension(node: &mut Node, path: &str, warnings: &mut Vec<Warning>) {
                 typed(ty, Node::new(Value::Map(Vec::new()))),
             );
         }
+    }
+}
+
+/// The DNS resolver fields deprecated in favour of
+/// `typed_dns_resolver_config`: still honoured (`model::dns`), with a
+/// warning saying what to write instead.
+fn deprecated_dns(node: &Node, path: &str, warnings: &mut Vec<Warning>, fields: &[&str]) {
+    for field in fields {
+        let camel = field
+            .split('_')
+            .enumerate()
+            .map(|(i, w)| {
+                let mut c = w.chars();
+                match c.next() {
+                    Some(f) if i > 0 => f.to_uppercase().chain(c).collect(),
+                    _ => w.to_string(),
+                }
+            })
+            .collect::<String>();
+        let Some(line) = node
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.name == *field || k.name == camel))
+            .map(|(k, _)| k.line)
+        else {
+            continue;
+        };
+        let what = match *field {
+            "dns_resolvers" => "resolvers: […]",
+            "use_tcp_for_dns_lookups" => "dns_resolver_options: {use_tcp_for_dns_lookups: true}",
+            _ => "resolvers: […], dns_resolver_options: {…}",
+        };
+        warn(
+            warnings,
+            &child(path, field),
+            line,
+            format!(
+                "`{field}` is deprecated; write `typed_dns_resolver_config: {{name: envoy.network.dns_resolver.cares, typed_config: {{\"@type\": {TYPE_PREFIX}envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig, {what}}}}}`"
+            ),
+        );
     }
 }
 

@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::error::{child, index, ConfigError};
+use crate::model::cluster as model_cluster;
+use crate::model::lb;
 use crate::proto::envoy::config::bootstrap::v3::Bootstrap;
 use crate::proto::envoy::config::cluster::v3::{cluster, Cluster};
 use crate::proto::envoy::config::core::v3::{address, socket_address, Address};
@@ -32,6 +34,7 @@ pub type LineOf<'a> = &'a dyn Fn(&str) -> u64;
 
 pub fn bootstrap(b: &Bootstrap, line_of: LineOf) -> Result<(), ConfigError> {
     let v = Validator { line_of };
+    v.dns_field(crate::model::dns::bootstrap_resolver(b).map(|_| ()), "")?;
     let cluster_names = match &b.static_resources {
         Some(sr) => v.static_resources(sr)?,
         None => HashSet::new(),
@@ -194,12 +197,29 @@ impl Validator<'_> {
             Ok(
                 cluster::LbPolicy::RoundRobin | cluster::LbPolicy::LeastRequest | cluster::LbPolicy::Random,
             ) => {}
+            Ok(cluster::LbPolicy::RingHash) => {
+                if let Some(cluster::LbConfig::RingHashLbConfig(r)) = &c.lb_config {
+                    let min = r.minimum_ring_size.unwrap_or(lb::ring_hash::DEFAULT_MIN_RING_SIZE);
+                    let max = r.maximum_ring_size.unwrap_or(lb::ring_hash::DEFAULT_MAX_RING_SIZE);
+                    if let Some((field, e)) = model_cluster::ring_hash_config_error(min, max) {
+                        return Err(self.err(&child(&child(path, "ring_hash_lb_config"), field), e));
+                    }
+                }
+            }
+            Ok(cluster::LbPolicy::Maglev) => {
+                if let Some(cluster::LbConfig::MaglevLbConfig(m)) = &c.lb_config {
+                    let size = m.table_size.unwrap_or(lb::maglev::DEFAULT_TABLE_SIZE);
+                    if let Some((field, e)) = model_cluster::maglev_config_error(size) {
+                        return Err(self.err(&child(&child(path, "maglev_lb_config"), field), e));
+                    }
+                }
+            }
             Ok(other) => {
                 return Err(ConfigError::not_supported(
                     &child(path, "lb_policy"),
                     (self.line_of)(&child(path, "lb_policy")),
                     format!(
-                    "lb_policy {} is not supported by legate yet (ROUND_ROBIN, LEAST_REQUEST and RANDOM are)",
+                    "lb_policy {} is not supported by legate yet (ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH and MAGLEV are)",
                     other.as_str_name()
                 ),
                 ))
@@ -241,6 +261,7 @@ impl Validator<'_> {
                 format!("a LOGICAL_DNS cluster needs exactly one endpoint, found {endpoint_count}"),
             ));
         }
+        self.dns_field(crate::model::dns::ClusterDns::compile(c).map(|_| ()), path)?;
         for (key, any) in &c.typed_extension_protocol_options {
             let kpath = format!("{}[{key:?}]", child(path, "typed_extension_protocol_options"));
             let ty = type_url_name(&any.type_url);
@@ -577,12 +598,56 @@ impl Validator<'_> {
                         self.regex(&p.regex, &child(&child(&apath, "regex_rewrite"), "pattern"))?;
                     }
                 }
+                for (i, hp) in ra.hash_policy.iter().enumerate() {
+                    self.hash_policy(hp, &index(&child(&apath, "hash_policy"), i))?;
+                }
             }
             Some(_) => {}
             None => {
                 return Err(self.err(
                     path,
                     "a route needs one of `route`, `redirect` or `direct_response`",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The proto's rules on a `RouteAction.HashPolicy`: one specifier, and
+    /// non-empty names.
+    fn hash_policy(
+        &self,
+        hp: &crate::proto::envoy::config::route::v3::route_action::HashPolicy,
+        path: &str,
+    ) -> Result<(), ConfigError> {
+        use crate::proto::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier as P;
+        let empty = |field: &str, name: &str| {
+            self.err(
+                &child(&child(path, field), name),
+                format!("`{name}` must not be empty"),
+            )
+        };
+        match &hp.policy_specifier {
+            Some(P::Header(h)) => {
+                if h.header_name.is_empty() {
+                    return Err(empty("header", "header_name"));
+                }
+                if let Some(rr) = &h.regex_rewrite {
+                    let rpath = child(&child(path, "header"), "regex_rewrite");
+                    match &rr.pattern {
+                        Some(p) => self.regex(&p.regex, &child(&rpath, "pattern"))?,
+                        None => return Err(self.err(&child(&rpath, "pattern"), "regex_rewrite needs a `pattern`")),
+                    }
+                }
+            }
+            Some(P::Cookie(c)) if c.name.is_empty() => return Err(empty("cookie", "name")),
+            Some(P::QueryParameter(q)) if q.name.is_empty() => return Err(empty("query_parameter", "name")),
+            Some(P::FilterState(f)) if f.key.is_empty() => return Err(empty("filter_state", "key")),
+            Some(_) => {}
+            None => {
+                return Err(self.err(
+                    path,
+                    "a hash policy needs one of `header`, `cookie`, `connection_properties`, `query_parameter` or `filter_state`",
                 ))
             }
         }
@@ -663,5 +728,20 @@ fn socket_key(a: &Address) -> Option<String> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+impl Validator<'_> {
+    /// A DNS resolver / refresh setting that does not compile
+    /// (`model::dns`), reported at its field under `path`.
+    fn dns_field(&self, r: Result<(), crate::model::dns::FieldError>, path: &str) -> Result<(), ConfigError> {
+        let Err(e) = r else { return Ok(()) };
+        let fpath = child(path, &e.field);
+        if e.not_supported {
+            let line = self.err(&fpath, "").line;
+            Err(ConfigError::not_supported(&fpath, line, e.message))
+        } else {
+            Err(self.err(&fpath, e.message))
+        }
     }
 }

@@ -434,7 +434,15 @@ async fn forward(
         );
     };
     hcm.stats.rq_total.inc();
-    let Some(host) = cluster.hosts.pick(cluster.lb) else {
+    // RING_HASH / MAGLEV pick by the route's hash_policy (at random without a
+    // hash). Envoy hashes `:authority` as received, so the raw authority.
+    let hash = if cluster.lb.is_hashed() && !action.hash_policies.is_empty() {
+        let view = RequestView { host: authority, path: &info.path, method: req.method(), headers: req.headers() };
+        route_table::compute_hash(&action.hash_policies, &view, conn.remote.ip())
+    } else {
+        None
+    };
+    let Some(host) = cluster.hosts.pick_hashed(cluster.lb, hash) else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return local(
             info,

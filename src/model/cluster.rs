@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::lb::{self, HashLb, MaglevConfig, RingHashConfig};
 use crate::config::validate::{type_url_name, unpack, UPSTREAM_HTTP_OPTIONS};
 use crate::proto::envoy::config::cluster::v3::{cluster, Cluster as PCluster};
 use crate::proto::envoy::config::core::v3::{address, socket_address};
@@ -24,11 +25,23 @@ pub enum Discovery {
     Eds,
 }
 
+/// The cluster's load balancer. Copy, so it is read without a clone per
+/// request; the consistent-hash lookup structures live in the [`HostSet`]
+/// (they depend on the hosts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    RingHash(RingHashConfig),
+    Maglev(MaglevConfig),
+}
+
+impl LbPolicy {
+    /// Does this policy pick by a request hash (route `hash_policy`)?
+    pub fn is_hashed(&self) -> bool {
+        matches!(self, LbPolicy::RingHash(_) | LbPolicy::Maglev(_))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +121,12 @@ pub struct HostSet {
     /// Smooth weighted round-robin order over `hosts` (indices).
     schedule: Vec<usize>,
     next: AtomicUsize,
+    /// The ring or Maglev table over `hosts` for a consistent-hash policy.
+    /// Built once per host set: by [`HostSet::with_lb`] (off the request
+    /// path), or else on the first hashed pick. It records the config it was
+    /// built for, so a host set picked under another policy still answers
+    /// correctly (by building a throwaway one).
+    hashed: OnceLock<HashLb>,
 }
 
 impl HostSet {
@@ -124,7 +143,64 @@ impl HostSet {
             hosts,
             schedule,
             next: AtomicUsize::new(0),
+            hashed: OnceLock::new(),
         }
+    }
+
+    /// A host set with the lookup structure of `policy` built now (a ring
+    /// or table for RING_HASH / MAGLEV; nothing for the others), so the
+    /// first request does not pay for it.
+    pub fn with_lb(all: Vec<Arc<Host>>, policy: LbPolicy) -> HostSet {
+        let set = HostSet::new(all);
+        if let Some(built) = set.build_hashed(policy) {
+            let _ = set.hashed.set(built);
+        }
+        set
+    }
+
+    fn build_hashed(&self, policy: LbPolicy) -> Option<HashLb> {
+        let keys = || -> Vec<(String, u32)> {
+            self.hosts
+                .iter()
+                .map(|h| (lb::host_key(h.addr), h.weight))
+                .collect()
+        };
+        match policy {
+            LbPolicy::RingHash(c) => Some(HashLb::Ring(c, lb::RingHash::build(&keys(), &c))),
+            LbPolicy::Maglev(c) => Some(HashLb::Maglev(c, lb::Maglev::build(&keys(), &c))),
+            _ => None,
+        }
+    }
+
+    /// Picks a host with `policy`, using `hash` (from the route's
+    /// `hash_policy`) for RING_HASH and MAGLEV. Without a hash those pick
+    /// with a random one, as Envoy does; other policies ignore the hash.
+    pub fn pick_hashed(&self, policy: LbPolicy, hash: Option<u64>) -> Option<Arc<Host>> {
+        if !policy.is_hashed() {
+            return self.pick(policy);
+        }
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let h = hash.unwrap_or_else(|| fastrand::u64(..));
+        let built = match self.hashed.get() {
+            Some(b) => b,
+            None => {
+                let b = self.build_hashed(policy)?;
+                self.hashed.get_or_init(|| b)
+            }
+        };
+        let same = match (built, policy) {
+            (HashLb::Ring(c, _), LbPolicy::RingHash(p)) => *c == p,
+            (HashLb::Maglev(c, _), LbPolicy::Maglev(p)) => *c == p,
+            _ => false,
+        };
+        let i = if same {
+            built.pick(h)
+        } else {
+            self.build_hashed(policy)?.pick(h)
+        };
+        self.hosts.get(i?).cloned()
     }
 
     /// The existing host for `addr` (to keep its stats across updates).
@@ -136,7 +212,12 @@ impl HostSet {
         self.all.iter().map(|h| h.addr).collect()
     }
 
+    /// Picks a host with `policy`; RING_HASH and MAGLEV pick as with no
+    /// request hash (see [`HostSet::pick_hashed`]).
     pub fn pick(&self, policy: LbPolicy) -> Option<Arc<Host>> {
+        if policy.is_hashed() {
+            return self.pick_hashed(policy, None);
+        }
         if self.hosts.is_empty() {
             return None;
         }
@@ -146,7 +227,7 @@ impl HostSet {
                 let k = self.next.fetch_add(1, Ordering::Relaxed);
                 self.schedule[k % self.schedule.len()]
             }
-            LbPolicy::Random => fastrand::usize(..n),
+            LbPolicy::Random | LbPolicy::RingHash(_) | LbPolicy::Maglev(_) => fastrand::usize(..n),
             LbPolicy::LeastRequest => {
                 // Power of two choices, weighted by dividing load by weight.
                 let a = fastrand::usize(..n);
@@ -225,6 +306,8 @@ pub struct Cluster {
     pub max_requests_per_connection: Option<u32>,
     pub dns_refresh: Duration,
     pub dns_family: DnsFamily,
+    /// Resolver and refresh policy (DNS clusters).
+    pub dns: super::dns::ClusterDns,
     pub endpoints: Vec<EndpointSpec>,
     /// For EDS: the name of the ClusterLoadAssignment to subscribe to.
     pub eds_service_name: String,
@@ -250,6 +333,7 @@ impl Cluster {
             max_requests_per_connection: self.max_requests_per_connection,
             dns_refresh: self.dns_refresh,
             dns_family: self.dns_family,
+            dns: self.dns.clone(),
             endpoints: self.endpoints.clone(),
             eds_service_name: self.eds_service_name.clone(),
             hosts,
@@ -268,11 +352,7 @@ impl Cluster {
             },
             _ => Discovery::Static,
         };
-        let lb = match cluster::LbPolicy::try_from(c.lb_policy) {
-            Ok(cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
-            Ok(cluster::LbPolicy::Random) => LbPolicy::Random,
-            _ => LbPolicy::RoundRobin,
-        };
+        let lb = lb_policy(c)?;
         let dns_family = match cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
             Ok(cluster::DnsLookupFamily::V4Only) => DnsFamily::V4Only,
             Ok(cluster::DnsLookupFamily::V6Only) => DnsFamily::V6Only,
@@ -313,7 +393,7 @@ impl Cluster {
         // STATIC (and EDS from a bootstrap) hosts are known now; DNS ones
         // arrive from the resolver.
         let hosts = if discovery == Discovery::Static {
-            static_hosts(&endpoints)?
+            static_hosts(&endpoints, lb)?
         } else {
             HostSet::default()
         };
@@ -337,6 +417,7 @@ impl Cluster {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_DNS_REFRESH),
             dns_family,
+            dns: super::dns::ClusterDns::compile(c).map_err(|e| format!("{}: {}", e.field, e.message))?,
             eds_service_name: c
                 .eds_cluster_config
                 .as_ref()
@@ -354,7 +435,8 @@ impl Cluster {
     }
 }
 
-pub fn static_hosts(endpoints: &[EndpointSpec]) -> Result<HostSet, String> {
+/// The hosts of a STATIC cluster, with the lookup structure of `lb` built.
+pub fn static_hosts(endpoints: &[EndpointSpec], lb: LbPolicy) -> Result<HostSet, String> {
     let mut hosts = Vec::new();
     for e in endpoints {
         let ip: std::net::IpAddr = e
@@ -373,7 +455,102 @@ pub fn static_hosts(endpoints: &[EndpointSpec]) -> Result<HostSet, String> {
             hostname,
         )));
     }
-    Ok(HostSet::new(hosts))
+    Ok(HostSet::with_lb(hosts, lb))
+}
+
+/// `lb_policy` with its `lb_config` (Envoy reads `ring_hash_lb_config` only
+/// for RING_HASH and `maglev_lb_config` only for MAGLEV). The validator has
+/// rejected bad sizes with field paths; this re-checks so a compiled cluster
+/// is always buildable.
+fn lb_policy(c: &PCluster) -> Result<LbPolicy, String> {
+    use cluster::LbConfig;
+    Ok(match cluster::LbPolicy::try_from(c.lb_policy) {
+        Ok(cluster::LbPolicy::LeastRequest) => LbPolicy::LeastRequest,
+        Ok(cluster::LbPolicy::Random) => LbPolicy::Random,
+        Ok(cluster::LbPolicy::RingHash) => {
+            let mut config = RingHashConfig::default();
+            if let Some(LbConfig::RingHashLbConfig(r)) = &c.lb_config {
+                if let Some(min) = r.minimum_ring_size {
+                    config.minimum_ring_size = min;
+                }
+                if let Some(max) = r.maximum_ring_size {
+                    config.maximum_ring_size = max;
+                }
+                if r.hash_function == cluster::ring_hash_lb_config::HashFunction::MurmurHash2 as i32 {
+                    config.hash_function = lb::HashFunction::MurmurHash2;
+                }
+            }
+            if let Some((field, e)) =
+                ring_hash_config_error(config.minimum_ring_size, config.maximum_ring_size)
+            {
+                return Err(format!("ring_hash_lb_config.{field}: {e}"));
+            }
+            LbPolicy::RingHash(config)
+        }
+        Ok(cluster::LbPolicy::Maglev) => {
+            let mut config = MaglevConfig::default();
+            if let Some(LbConfig::MaglevLbConfig(m)) = &c.lb_config {
+                if let Some(size) = m.table_size {
+                    config.table_size = size;
+                }
+            }
+            if let Some((field, e)) = maglev_config_error(config.table_size) {
+                return Err(format!("maglev_lb_config.{field}: {e}"));
+            }
+            LbPolicy::Maglev(config)
+        }
+        _ => LbPolicy::RoundRobin,
+    })
+}
+
+/// Envoy's checks on `ring_hash_lb_config` (the proto's `lte: 8388608` on
+/// both sizes, and min <= max), as a message naming the field at fault.
+pub fn ring_hash_config_error(min: u64, max: u64) -> Option<(&'static str, String)> {
+    if min > lb::ring_hash::MAX_RING_SIZE {
+        return Some((
+            "minimum_ring_size",
+            format!(
+                "{min} is greater than the maximum allowed, {}",
+                lb::ring_hash::MAX_RING_SIZE
+            ),
+        ));
+    }
+    if max > lb::ring_hash::MAX_RING_SIZE {
+        return Some((
+            "maximum_ring_size",
+            format!(
+                "{max} is greater than the maximum allowed, {}",
+                lb::ring_hash::MAX_RING_SIZE
+            ),
+        ));
+    }
+    if min > max {
+        return Some((
+            "minimum_ring_size",
+            format!("ring hash: minimum_ring_size ({min}) > maximum_ring_size ({max})"),
+        ));
+    }
+    None
+}
+
+/// Envoy's checks on `maglev_lb_config.table_size` (`lte: 5000011`, prime).
+pub fn maglev_config_error(size: u64) -> Option<(&'static str, String)> {
+    if size > lb::maglev::MAX_TABLE_SIZE {
+        return Some((
+            "table_size",
+            format!(
+                "{size} is greater than the maximum allowed, {}",
+                lb::maglev::MAX_TABLE_SIZE
+            ),
+        ));
+    }
+    if !lb::is_prime(size) {
+        return Some((
+            "table_size",
+            format!("the table size of maglev must be a prime number, found {size} (the default is 65537)"),
+        ));
+    }
+    None
 }
 
 /// Upstream protocol, idle timeout and requests per connection, from
@@ -462,5 +639,113 @@ mod tests {
         // host 1 is only picked when both choices land on it (1/4 of the time).
         let busy = picks.iter().filter(|p| **p == 1).count();
         assert!(busy < 100, "{busy}");
+    }
+
+    fn ring() -> LbPolicy {
+        LbPolicy::RingHash(RingHashConfig::default())
+    }
+
+    fn maglev() -> LbPolicy {
+        LbPolicy::Maglev(MaglevConfig::default())
+    }
+
+    #[test]
+    fn hashed_picks_are_stable_and_spread() {
+        for policy in [ring(), maglev()] {
+            let set = HostSet::with_lb(
+                vec![host(1, 1, 0), host(2, 1, 0), host(3, 1, 0), host(9, 1, 1)],
+                policy,
+            );
+            assert!(set.hashed.get().is_some(), "with_lb builds up front");
+            let mut seen = std::collections::HashSet::new();
+            for k in 0..200u64 {
+                let h = lb::xxhash64(&k.to_le_bytes(), 0);
+                let a = set.pick_hashed(policy, Some(h)).unwrap().addr.port();
+                let b = set.pick_hashed(policy, Some(h)).unwrap().addr.port();
+                assert_eq!(a, b, "{policy:?}");
+                assert_ne!(a, 9, "only the lowest priority serves");
+                seen.insert(a);
+            }
+            assert_eq!(seen.len(), 3, "{policy:?}");
+            // No hash: random over the ring/table, so every host shows up.
+            let random: std::collections::HashSet<u16> =
+                (0..200).map(|_| set.pick(policy).unwrap().addr.port()).collect();
+            assert_eq!(random.len(), 3, "{policy:?}");
+            assert!(HostSet::with_lb(Vec::new(), policy)
+                .pick_hashed(policy, Some(1))
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn hashed_lookup_is_built_lazily_and_per_policy() {
+        let set = HostSet::new(vec![host(1, 1, 0), host(2, 1, 0), host(3, 1, 0)]);
+        assert!(set.hashed.get().is_none());
+        let ring_pick = set.pick_hashed(ring(), Some(42)).unwrap().addr;
+        assert!(set.hashed.get().is_some());
+        // Picked under another policy than it was built for: answers as a
+        // host set built for that policy would.
+        let fresh = HostSet::with_lb(vec![host(1, 1, 0), host(2, 1, 0), host(3, 1, 0)], maglev());
+        for k in 0..50u64 {
+            let h = lb::xxhash64(&k.to_le_bytes(), 0);
+            assert_eq!(
+                set.pick_hashed(maglev(), Some(h)).unwrap().addr,
+                fresh.pick_hashed(maglev(), Some(h)).unwrap().addr
+            );
+        }
+        assert_eq!(set.pick_hashed(ring(), Some(42)).unwrap().addr, ring_pick);
+        // Non-hash policies ignore the hash.
+        assert!(set.pick_hashed(LbPolicy::RoundRobin, Some(42)).is_some());
+    }
+
+    fn compile_yaml(text: &str) -> Result<Cluster, String> {
+        let node = crate::config::yaml::parse(text).unwrap();
+        let msg = crate::config::decode::decode(
+            "envoy.config.cluster.v3.Cluster",
+            &node,
+            &mut Vec::new(),
+            &mut std::collections::HashMap::new(),
+        )
+        .unwrap();
+        Cluster::compile(&msg.transcode_to().unwrap())
+    }
+
+    #[test]
+    fn lb_configs_compile_with_envoy_defaults() {
+        let base = "name: c\nload_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}\n";
+        let cases: Vec<(&str, Result<LbPolicy, &str>)> = vec![
+            ("lb_policy: RING_HASH", Ok(ring())),
+            (
+                "lb_policy: RING_HASH\nring_hash_lb_config: {minimum_ring_size: 16, maximum_ring_size: 64, hash_function: MURMUR_HASH_2}",
+                Ok(LbPolicy::RingHash(RingHashConfig {
+                    minimum_ring_size: 16,
+                    maximum_ring_size: 64,
+                    hash_function: lb::HashFunction::MurmurHash2,
+                })),
+            ),
+            ("lb_policy: MAGLEV", Ok(maglev())),
+            ("lb_policy: MAGLEV\nmaglev_lb_config: {table_size: 7}", Ok(LbPolicy::Maglev(MaglevConfig { table_size: 7 }))),
+            // A config for the other policy is ignored, as in Envoy.
+            ("lb_policy: MAGLEV\nring_hash_lb_config: {minimum_ring_size: 16}", Ok(maglev())),
+            ("lb_policy: MAGLEV\nmaglev_lb_config: {table_size: 8}", Err("maglev_lb_config.table_size")),
+            (
+                "lb_policy: RING_HASH\nring_hash_lb_config: {minimum_ring_size: 100, maximum_ring_size: 10}",
+                Err("minimum_ring_size (100) > maximum_ring_size (10)"),
+            ),
+        ];
+        for (extra, want) in cases {
+            let got = compile_yaml(&format!("{base}{extra}\n"));
+            match (got, want) {
+                (Ok(c), Ok(p)) => {
+                    assert_eq!(c.lb, p, "{extra}");
+                    assert!(
+                        c.hosts.hashed.get().is_some(),
+                        "static hosts are built with the lb: {extra}"
+                    );
+                }
+                (Err(e), Err(w)) => assert!(e.contains(w), "{extra}: {e}"),
+                (got, want) => panic!("{extra}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! Envoy protos, and published as one immutable [`Snapshot`].
 
 pub mod cluster;
+pub mod dns;
 pub mod header_ops;
+pub mod lb;
 pub mod listener;
 pub mod route_table;
 pub mod stats;
@@ -25,6 +27,8 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// RDS route configurations by name.
     pub routes: HashMap<String, Arc<RouteTable>>,
+    /// The bootstrap's DNS resolver: DNS clusters without their own use it.
+    pub dns_resolver: Arc<dns::Resolver>,
 }
 
 /// The one published snapshot. Workers `load()` it per request; the main
@@ -34,7 +38,11 @@ pub type Shared = Arc<ArcSwap<Snapshot>>;
 impl Snapshot {
     /// The static part of a bootstrap.
     pub fn from_bootstrap(b: &Bootstrap) -> Result<Snapshot, String> {
-        let mut snap = Snapshot::default();
+        let resolver = dns::bootstrap_resolver(b).map_err(|e| format!("{}: {}", e.field, e.message))?;
+        let mut snap = Snapshot {
+            dns_resolver: Arc::new(resolver),
+            ..Snapshot::default()
+        };
         if let Some(sr) = &b.static_resources {
             for (i, c) in sr.clusters.iter().enumerate() {
                 let compiled =
@@ -58,6 +66,7 @@ impl Snapshot {
             listeners: self.listeners.clone(),
             clusters,
             routes: self.routes.clone(),
+            dns_resolver: self.dns_resolver.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! decisions are table-tested without sockets.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -143,6 +144,38 @@ pub struct RouteAction {
     pub idle_timeout: Option<Duration>,
     /// Upgrade types allowed or refused at route level (overrides the HCM).
     pub upgrades: Vec<(String, bool)>,
+    /// `hash_policy`, for RING_HASH and MAGLEV clusters ([`compute_hash`]).
+    pub hash_policies: Vec<HashPolicy>,
+}
+
+/// One compiled `RouteAction.hash_policy` entry.
+#[derive(Debug)]
+pub struct HashPolicy {
+    pub source: HashSource,
+    /// Stop at this policy if a hash has been produced by now.
+    pub terminal: bool,
+}
+
+/// What a hash policy hashes.
+#[derive(Debug)]
+pub enum HashSource {
+    /// Every value of the header (lower-cased name), each rewritten by
+    /// `regex_rewrite` if set, sorted, and hashed as one concatenation.
+    Header {
+        name: String,
+        rewrite: Option<(Regex, String)>,
+    },
+    /// The value of the cookie when the request has it. (Envoy also makes one
+    /// up and sets it on the response when absent and `ttl` is set; legate
+    /// does not, so such a request gets no hash from this policy.)
+    Cookie { name: String },
+    /// The downstream IP address as text (`connection_properties.source_ip`).
+    SourceIp,
+    /// The first value of the query parameter (`""` when it has no `=`).
+    QueryParameter { name: String },
+    /// A filter-state object; legate has no filter state, so never a hash
+    /// (what Envoy does when the key is absent).
+    FilterState { key: String },
 }
 
 #[derive(Debug)]
@@ -606,7 +639,157 @@ fn compile_action(ra: &rpb::RouteAction) -> Result<RouteAction, String> {
             .iter()
             .map(|u| (u.upgrade_type.to_ascii_lowercase(), u.enabled.unwrap_or(true)))
             .collect(),
+        hash_policies: compile_hash_policies(&ra.hash_policy)?,
     })
+}
+
+fn compile_hash_policies(policies: &[rpb::route_action::HashPolicy]) -> Result<Vec<HashPolicy>, String> {
+    use rpb::route_action::hash_policy::PolicySpecifier as P;
+    let mut out = Vec::with_capacity(policies.len());
+    for (i, p) in policies.iter().enumerate() {
+        let source = match &p.policy_specifier {
+            Some(P::Header(h)) => {
+                if h.header_name.is_empty() {
+                    return Err(format!("hash_policy[{i}].header.header_name must not be empty"));
+                }
+                let rewrite = match &h.regex_rewrite {
+                    Some(rr) => {
+                        let re = rr
+                            .pattern
+                            .as_ref()
+                            .ok_or_else(|| format!("hash_policy[{i}].header.regex_rewrite needs a `pattern`"))?;
+                        Some((
+                            Regex::new(&re.regex).map_err(|e| format!("invalid regex `{}`: {e}", re.regex))?,
+                            envoy_substitution(&rr.substitution),
+                        ))
+                    }
+                    None => None,
+                };
+                HashSource::Header {
+                    name: h.header_name.to_ascii_lowercase(),
+                    rewrite,
+                }
+            }
+            Some(P::Cookie(c)) if c.name.is_empty() => {
+                return Err(format!("hash_policy[{i}].cookie.name must not be empty"))
+            }
+            Some(P::Cookie(c)) => HashSource::Cookie { name: c.name.clone() },
+            // `source_ip: false` adds no policy at all in Envoy (its
+            // `terminal` flag included).
+            Some(P::ConnectionProperties(c)) if !c.source_ip => continue,
+            Some(P::ConnectionProperties(_)) => HashSource::SourceIp,
+            Some(P::QueryParameter(q)) if q.name.is_empty() => {
+                return Err(format!("hash_policy[{i}].query_parameter.name must not be empty"))
+            }
+            Some(P::QueryParameter(q)) => HashSource::QueryParameter { name: q.name.clone() },
+            Some(P::FilterState(f)) if f.key.is_empty() => {
+                return Err(format!("hash_policy[{i}].filter_state.key must not be empty"))
+            }
+            Some(P::FilterState(f)) => HashSource::FilterState { key: f.key.clone() },
+            None => {
+                return Err(format!(
+                    "hash_policy[{i}] needs one of `header`, `cookie`, `connection_properties`, `query_parameter`, `filter_state`"
+                ))
+            }
+        };
+        out.push(HashPolicy {
+            source,
+            terminal: p.terminal,
+        });
+    }
+    Ok(out)
+}
+
+/// The request hash for a RING_HASH / MAGLEV cluster, as Envoy's
+/// `HashPolicyImpl::generateHash`: each policy that yields a hash is folded
+/// in as `hash = rotl(hash, 1) ^ new` (the first one as is), and a
+/// `terminal` policy ends the walk once there is a hash. None when no policy
+/// yields one (the load balancer then picks at random).
+///
+/// `req.host` stands for `:authority` and should be the request's authority
+/// as received; `source_ip` is the downstream peer's address.
+pub fn compute_hash(policies: &[HashPolicy], req: &RequestView, source_ip: IpAddr) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        if let Some(new) = p.source.evaluate(req, source_ip) {
+            let old = hash.map_or(0, |h| h.rotate_left(1));
+            hash = Some(old ^ new);
+        }
+        if p.terminal && hash.is_some() {
+            break;
+        }
+    }
+    hash
+}
+
+fn xxhash64(bytes: &[u8]) -> u64 {
+    super::lb::xxhash64(bytes, 0)
+}
+
+impl HashSource {
+    fn evaluate(&self, req: &RequestView, source_ip: IpAddr) -> Option<u64> {
+        match self {
+            HashSource::Header { name, rewrite } => {
+                let mut values: Vec<Vec<u8>> = match name.as_str() {
+                    ":authority" => vec![req.host.as_bytes().to_vec()],
+                    ":path" => vec![req.path.as_bytes().to_vec()],
+                    ":method" => vec![req.method.as_str().as_bytes().to_vec()],
+                    _ => req
+                        .headers
+                        .get_all(name.as_str())
+                        .iter()
+                        .map(|v| v.as_bytes().to_vec())
+                        .collect(),
+                };
+                if values.is_empty() {
+                    return None;
+                }
+                if let Some((re, sub)) = rewrite {
+                    for v in values.iter_mut() {
+                        let text = String::from_utf8_lossy(v);
+                        *v = re.replace_all(&text, sub.as_str()).into_owned().into_bytes();
+                    }
+                }
+                // Envoy sorts so that the order of repeated headers does not
+                // matter, then hashes the values back to back.
+                values.sort();
+                Some(xxhash64(&values.concat()))
+            }
+            HashSource::Cookie { name } => {
+                let value = cookie_value(req.headers, name)?;
+                (!value.is_empty()).then(|| xxhash64(value))
+            }
+            HashSource::SourceIp => Some(xxhash64(source_ip.to_string().as_bytes())),
+            HashSource::QueryParameter { name } => {
+                let (_, query) = req.path.split_once('?')?;
+                query_value(query, name).map(|v| xxhash64(v.as_bytes()))
+            }
+            HashSource::FilterState { .. } => None,
+        }
+    }
+}
+
+/// The first cookie called `name` in the request's `cookie` headers, with
+/// surrounding double quotes removed (Envoy's `Utility::parseCookieValue`).
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    for header in headers.get_all(http::header::COOKIE) {
+        for part in header.as_bytes().split(|b| *b == b';') {
+            let Some(eq) = part.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            let (k, v) = (&part[..eq], &part[eq + 1..]);
+            let start = k.iter().position(|b| *b != b' ').unwrap_or(k.len());
+            if &k[start..] == name.as_bytes() {
+                let v = if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                    &v[1..v.len() - 1]
+                } else {
+                    v
+                };
+                return Some(v);
+            }
+        }
+    }
+    None
 }
 
 fn compile_redirect(rd: &rpb::RedirectAction) -> Result<Redirect, String> {
@@ -961,5 +1144,191 @@ virtual_hosts:
         assert_eq!(strip_port_of("[::1]"), "[::1]");
         assert_eq!(strip_port_of("a.com"), "a.com");
         assert_eq!(envoy_substitution("/\\2/\\1$"), "/${2}/${1}$$");
+    }
+
+    /// The compiled hash policies of a one-route table with `policies`
+    /// (YAML flow list).
+    fn hash_policies(policies: &str) -> Vec<HashPolicy> {
+        let t = table(&format!(
+            "virtual_hosts: [{{name: a, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: c, hash_policy: {policies}}}}}]}}]"
+        ));
+        let route = t
+            .virtual_hosts
+            .into_iter()
+            .next()
+            .unwrap()
+            .routes
+            .into_iter()
+            .next()
+            .unwrap();
+        match route.action {
+            Action::Route(a) => a.hash_policies,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn hash_policies_hash_as_envoy() {
+        let x = |s: &str| crate::model::lb::xxhash64(s.as_bytes(), 0);
+        let combine = |a: u64, b: u64| a.rotate_left(1) ^ b;
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        // (case, policies, path, headers, source ip, expected hash)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            IpAddr,
+            Option<u64>,
+        );
+        let cases: Vec<Case> = vec![
+            ("header", "[{header: {header_name: X-User}}]", "/", vec![("x-user", "alice")], v4, Some(x("alice"))),
+            ("header absent", "[{header: {header_name: x-user}}]", "/", vec![], v4, None),
+            (
+                "repeated header: sorted, concatenated",
+                "[{header: {header_name: x-user}}]",
+                "/",
+                vec![("x-user", "b"), ("x-user", "a")],
+                v4,
+                Some(x("ab")),
+            ),
+            (
+                "header regex_rewrite",
+                r"[{header: {header_name: x-user, regex_rewrite: {pattern: {regex: '^(\w+)-.*$'}, substitution: '\1'}}}]",
+                "/",
+                vec![("x-user", "alice-123")],
+                v4,
+                Some(x("alice")),
+            ),
+            ("pseudo-header :authority", "[{header: {header_name: ':authority'}}]", "/", vec![], v4, Some(x("example.com"))),
+            ("pseudo-header :path", "[{header: {header_name: ':path'}}]", "/a?b", vec![], v4, Some(x("/a?b"))),
+            (
+                "cookie",
+                "[{cookie: {name: session}}]",
+                "/",
+                vec![("cookie", "a=1; session=xyz; c=2")],
+                v4,
+                Some(x("xyz")),
+            ),
+            (
+                "quoted cookie, second cookie header",
+                "[{cookie: {name: session}}]",
+                "/",
+                vec![("cookie", "a=1"), ("cookie", "session=\"xyz\"")],
+                v4,
+                Some(x("xyz")),
+            ),
+            ("cookie absent", "[{cookie: {name: session}}]", "/", vec![("cookie", "a=1")], v4, None),
+            (
+                "cookie absent, ttl set: no cookie is generated",
+                "[{cookie: {name: session, ttl: 60s}}]",
+                "/",
+                vec![],
+                v4,
+                None,
+            ),
+            ("empty cookie", "[{cookie: {name: session}}]", "/", vec![("cookie", "session=")], v4, None),
+            ("source ip v4", "[{connection_properties: {source_ip: true}}]", "/", vec![], v4, Some(x("10.1.2.3"))),
+            ("source ip v6", "[{connection_properties: {source_ip: true}}]", "/", vec![], v6, Some(x("::1"))),
+            ("query parameter, first value", "[{query_parameter: {name: u}}]", "/p?x=1&u=bob&u=carl", vec![], v4, Some(x("bob"))),
+            ("query parameter without =", "[{query_parameter: {name: u}}]", "/p?u", vec![], v4, Some(x(""))),
+            ("no query", "[{query_parameter: {name: u}}]", "/p", vec![], v4, None),
+            ("filter state: legate has none", "[{filter_state: {key: k}}]", "/", vec![], v4, None),
+            (
+                "two policies combine",
+                "[{header: {header_name: a}}, {header: {header_name: b}}]",
+                "/",
+                vec![("a", "1"), ("b", "2")],
+                v4,
+                Some(combine(x("1"), x("2"))),
+            ),
+            (
+                "the same policy twice does not cancel out",
+                "[{header: {header_name: a}}, {header: {header_name: a}}]",
+                "/",
+                vec![("a", "1")],
+                v4,
+                Some(combine(x("1"), x("1"))),
+            ),
+            (
+                "a policy without a hash is skipped",
+                "[{header: {header_name: a}}, {header: {header_name: b}}]",
+                "/",
+                vec![("b", "2")],
+                v4,
+                Some(x("2")),
+            ),
+            (
+                "terminal with a hash stops",
+                "[{header: {header_name: a}, terminal: true}, {header: {header_name: b}}]",
+                "/",
+                vec![("a", "1"), ("b", "2")],
+                v4,
+                Some(x("1")),
+            ),
+            (
+                "terminal without a hash goes on",
+                "[{header: {header_name: a}, terminal: true}, {header: {header_name: b}}]",
+                "/",
+                vec![("b", "2")],
+                v4,
+                Some(x("2")),
+            ),
+            (
+                "terminal after an earlier hash stops",
+                "[{header: {header_name: a}}, {cookie: {name: c}, terminal: true}, {header: {header_name: b}}]",
+                "/",
+                vec![("a", "1"), ("b", "2")],
+                v4,
+                Some(x("1")),
+            ),
+            (
+                "source_ip: false is no policy, terminal included",
+                "[{header: {header_name: a}}, {connection_properties: {source_ip: false}, terminal: true}, {header: {header_name: b}}]",
+                "/",
+                vec![("a", "1"), ("b", "2")],
+                v4,
+                Some(combine(x("1"), x("2"))),
+            ),
+            ("no policies", "[]", "/", vec![("a", "1")], v4, None),
+        ];
+        for (case, policies, path, headers, ip, want) in cases {
+            let compiled = hash_policies(policies);
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let req = RequestView {
+                host: "example.com",
+                path,
+                method: &Method::GET,
+                headers: &h,
+            };
+            assert_eq!(compute_hash(&compiled, &req, ip), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn repeated_header_order_does_not_matter() {
+        let p = hash_policies("[{header: {header_name: x}}]");
+        let hash = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x", HeaderValue::from_str(v).unwrap());
+            }
+            let req = RequestView {
+                host: "h",
+                path: "/",
+                method: &Method::GET,
+                headers: &h,
+            };
+            compute_hash(&p, &req, IpAddr::from([127, 0, 0, 1]))
+        };
+        assert_eq!(hash(&["foo", "bar"]), hash(&["bar", "foo"]));
+        assert_ne!(hash(&["foo"]), hash(&["bar"]));
     }
 }

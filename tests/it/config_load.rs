@@ -62,6 +62,21 @@ fn base_config_is_valid() {
     );
 }
 
+#[test]
+fn consistent_hash_configs_are_valid() {
+    let dir = Dir::new();
+    let hash_policy = "route: { cluster: service1, hash_policy: [{ header: { header_name: x-user } }, { cookie: { name: s, ttl: 60s } }, { connection_properties: { source_ip: true } }, { query_parameter: { name: u }, terminal: true }, { filter_state: { key: k } }] }";
+    let cases = [
+        edit("lb_policy: ROUND_ROBIN", "lb_policy: RING_HASH\n    ring_hash_lb_config: { minimum_ring_size: 64, maximum_ring_size: 4096, hash_function: MURMUR_HASH_2 }"),
+        edit("lb_policy: ROUND_ROBIN", "lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 5000011 }"),
+        edit("lb_policy: ROUND_ROBIN", "lb_policy: MAGLEV").replacen("route: { cluster: service1 }", hash_policy, 1),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let r = validate(&dir.write(&format!("hash{i}.yaml"), text));
+        assert_eq!(r.code, Some(0), "case {i}: {}", r.stderr);
+    }
+}
+
 /// (case, config text, substrings the error must contain)
 fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
     let second_cluster =
@@ -176,8 +191,34 @@ fn bad_cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ),
         (
             "unsupported lb policy",
-            edit("lb_policy: ROUND_ROBIN", "lb_policy: MAGLEV"),
-            vec!["clusters[0].lb_policy", "not supported: lb_policy MAGLEV"],
+            edit("lb_policy: ROUND_ROBIN", "lb_policy: CLUSTER_PROVIDED"),
+            vec!["clusters[0].lb_policy", "not supported: lb_policy CLUSTER_PROVIDED"],
+        ),
+        (
+            "maglev table size not prime",
+            edit("lb_policy: ROUND_ROBIN", "lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 65536 }"),
+            vec!["static_resources.clusters[0].maglev_lb_config.table_size", "must be a prime number, found 65536"],
+        ),
+        (
+            "ring hash minimum above maximum",
+            edit(
+                "lb_policy: ROUND_ROBIN",
+                "lb_policy: RING_HASH\n    ring_hash_lb_config: { minimum_ring_size: 2048, maximum_ring_size: 1024 }",
+            ),
+            vec![
+                "static_resources.clusters[0].ring_hash_lb_config.minimum_ring_size",
+                "minimum_ring_size (2048) > maximum_ring_size (1024)",
+            ],
+        ),
+        (
+            "hash policy without a specifier",
+            edit("route: { cluster: service1 }", "route: { cluster: service1, hash_policy: [{ terminal: true }] }"),
+            vec!["routes[0].route.hash_policy[0]", "needs one of `header`, `cookie`"],
+        ),
+        (
+            "hash policy header without a name",
+            edit("route: { cluster: service1 }", "route: { cluster: service1, hash_policy: [{ header: {} }] }"),
+            vec!["routes[0].route.hash_policy[0].header.header_name", "must not be empty"],
         ),
     ]
 }

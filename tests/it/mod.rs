@@ -1,6 +1,8 @@
 pub mod admin;
 pub mod config_load;
 pub mod conformance;
+pub mod dns;
+pub mod lb;
 pub mod proxy;
 pub mod streaming;
 pub mod support;

@@ -202,10 +202,15 @@ pub mod origin {
     /// Starts an origin named `name` on 127.0.0.1:0 in the background.
     /// `?sleep_ms=N` in the query makes it wait N ms before answering.
     pub async fn start(name: &'static str) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        start_at("127.0.0.1:0".parse().expect("address"), name)
             .await
-            .expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
+            .expect("bind origin")
+    }
+
+    /// [`start`] on a given address (e.g. another loopback IP, a fixed port).
+    pub async fn start_at(at: SocketAddr, name: &'static str) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(at).await?;
+        let addr = listener.local_addr()?;
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -219,7 +224,7 @@ pub mod origin {
                 });
             }
         });
-        addr
+        Ok(addr)
     }
 
     async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -437,7 +437,12 @@ async fn forward(
     // RING_HASH / MAGLEV pick by the route's hash_policy (at random without a
     // hash). Envoy hashes `:authority` as received, so the raw authority.
     let hash = if cluster.lb.is_hashed() && !action.hash_policies.is_empty() {
-        let view = RequestView { host: authority, path: &info.path, method: req.method(), headers: req.headers() };
+        let view = RequestView {
+            host: authority,
+            path: &info.path,
+            method: req.method(),
+            headers: req.headers(),
+        };
         route_table::compute_hash(&action.hash_policies, &view, conn.remote.ip())
     } else {
         None

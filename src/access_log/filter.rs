@@ -2,11 +2,8 @@
 //! evaluated per request. Semantics follow Envoy's
 //! `source/common/access_log/access_log_impl.cc`.
 
-use regex::Regex;
-
+use crate::model::route_table::{HeaderMatch, RequestView};
 use crate::proto::envoy::config::accesslog::v3 as pb;
-use crate::proto::envoy::config::route::v3::{header_matcher, HeaderMatcher};
-use crate::proto::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use crate::stream_info::{ResponseFlags, StreamInfo};
 
 /// A compiled access log filter.
@@ -187,7 +184,7 @@ impl AccessLogFilter {
             } => fastrand::u64(0..*denominator) < *numerator,
             AccessLogFilter::And(fs) => fs.iter().all(|f| f.evaluate(info)),
             AccessLogFilter::Or(fs) => fs.iter().any(|f| f.evaluate(info)),
-            AccessLogFilter::Header(h) => h.matches(info),
+            AccessLogFilter::Header(h) => header_matches(h, info),
             AccessLogFilter::GrpcStatus { statuses, exclude } => {
                 statuses.contains(&grpc_status(info)) != *exclude
             }
@@ -230,154 +227,25 @@ fn grpc_status(info: &StreamInfo) -> i32 {
     }
 }
 
-/// A compiled `HeaderMatcher` on the request headers (pseudo-headers
-/// `:method`, `:path`, `:authority`, `:scheme` included). Several values of
-/// one header are joined with `,` as Envoy does.
-#[derive(Debug)]
-pub struct HeaderMatch {
-    name: String,
-    test: HeaderTest,
-    invert: bool,
-    treat_missing_as_empty: bool,
-}
-
-#[derive(Debug)]
-enum HeaderTest {
-    Present(bool),
-    /// `[start, end)` on the value parsed as an integer.
-    Range(i64, i64),
-    String {
-        m: StringMatch,
-        ignore_case: bool,
-    },
-}
-
-#[derive(Debug)]
-enum StringMatch {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
-    Regex(Regex),
-}
-
-/// Anchors a regex so it must match the whole value (RE2 full match).
-fn full_regex(re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|e| {
-        format!(
-            "invalid regex `{re}`: {}",
-            e.to_string().lines().last().unwrap_or("syntax error")
-        )
-    })
-}
-
-fn string_match(m: &StringMatcher) -> Result<HeaderTest, String> {
-    use string_matcher::MatchPattern as P;
-    let lower = |s: &str| {
-        if m.ignore_case {
-            s.to_ascii_lowercase()
-        } else {
-            s.to_string()
-        }
+/// A header filter: the route matcher's `HeaderMatch` (one implementation
+/// of Envoy's header matching) applied to the logged request.
+fn header_matches(m: &HeaderMatch, info: &StreamInfo) -> bool {
+    let view = RequestView {
+        host: &info.authority,
+        path: &info.path,
+        method: &info.method,
+        headers: &info.request_headers,
     };
-    let sm = match &m.match_pattern {
-        Some(P::Exact(s)) => StringMatch::Exact(lower(s)),
-        Some(P::Prefix(s)) => StringMatch::Prefix(lower(s)),
-        Some(P::Suffix(s)) => StringMatch::Suffix(lower(s)),
-        Some(P::Contains(s)) => StringMatch::Contains(lower(s)),
-        Some(P::SafeRegex(r)) => {
-            StringMatch::Regex(full_regex(&r.regex).map_err(|e| format!("safe_regex: {e}"))?)
-        }
-        None => return Err("needs exact, prefix, suffix, contains or safe_regex".into()),
-    };
-    Ok(HeaderTest::String {
-        m: sm,
-        ignore_case: m.ignore_case,
-    })
-}
-
-impl HeaderMatch {
-    pub fn compile(h: &HeaderMatcher) -> Result<HeaderMatch, String> {
-        use header_matcher::HeaderMatchSpecifier as S;
-        if h.name.is_empty() {
-            return Err("name: must not be empty".into());
-        }
-        let plain = |m: StringMatch| HeaderTest::String {
-            m,
-            ignore_case: false,
-        };
-        let test = match &h.header_match_specifier {
-            Some(S::StringMatch(m)) => string_match(m).map_err(|e| format!("string_match: {e}"))?,
-            Some(S::ExactMatch(s)) => plain(StringMatch::Exact(s.clone())),
-            Some(S::PrefixMatch(s)) => plain(StringMatch::Prefix(s.clone())),
-            Some(S::SuffixMatch(s)) => plain(StringMatch::Suffix(s.clone())),
-            Some(S::ContainsMatch(s)) => plain(StringMatch::Contains(s.clone())),
-            Some(S::SafeRegexMatch(r)) => plain(StringMatch::Regex(
-                full_regex(&r.regex).map_err(|e| format!("safe_regex_match: {e}"))?,
-            )),
-            Some(S::PresentMatch(p)) => HeaderTest::Present(*p),
-            Some(S::RangeMatch(r)) => HeaderTest::Range(r.start, r.end),
-            // No specifier: the header must be present.
-            None => HeaderTest::Present(true),
-        };
-        Ok(HeaderMatch {
-            name: h.name.to_ascii_lowercase(),
-            test,
-            invert: h.invert_match,
-            treat_missing_as_empty: h.treat_missing_header_as_empty,
-        })
-    }
-
-    fn value(&self, info: &StreamInfo) -> Option<String> {
-        match self.name.as_str() {
-            ":method" => return Some(info.method.as_str().to_string()),
-            ":path" => return Some(info.path.clone()),
-            ":authority" => return (!info.authority.is_empty()).then(|| info.authority.clone()),
-            ":scheme" => return Some(info.scheme.to_string()),
-            _ => {}
-        }
-        let mut values = info.request_headers.get_all(self.name.as_str()).iter().peekable();
-        values.peek()?;
-        Some(
-            values
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-    }
-
-    pub fn matches(&self, info: &StreamInfo) -> bool {
-        let value = self
-            .value(info)
-            .or_else(|| self.treat_missing_as_empty.then(String::new));
-        let Some(v) = value else {
-            // Envoy: an absent header matches only `present_match: false`
-            // (or an inverted `present_match: true`).
-            return matches!(self.test, HeaderTest::Present(want) if want == self.invert);
-        };
-        let hit = match &self.test {
-            HeaderTest::Present(want) => *want,
-            HeaderTest::Range(start, end) => v.trim().parse::<i64>().is_ok_and(|n| n >= *start && n < *end),
-            HeaderTest::String { m, ignore_case } => {
-                let v = if *ignore_case { v.to_ascii_lowercase() } else { v };
-                match m {
-                    StringMatch::Exact(s) => v == *s,
-                    StringMatch::Prefix(s) => v.starts_with(s.as_str()),
-                    StringMatch::Suffix(s) => v.ends_with(s.as_str()),
-                    StringMatch::Contains(s) => v.contains(s.as_str()),
-                    StringMatch::Regex(r) => r.is_match(&v),
-                }
-            }
-        };
-        hit != self.invert
-    }
+    m.matches(&view)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::envoy::config::core::v3::RuntimeUInt32;
+    use crate::proto::envoy::config::route::v3::{header_matcher, HeaderMatcher};
     use crate::proto::envoy::r#type::matcher::v3::RegexMatcher;
+    use crate::proto::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
     use http::{HeaderMap, HeaderValue, Method, Version};
     use pb::access_log_filter::FilterSpecifier as S;
     use std::time::Duration;

@@ -205,16 +205,30 @@ fn duration(d: &prost_types::Duration) -> Duration {
 
 /// Anchors a user regex so it must match the whole input, as RE2 full match.
 pub fn full_regex(re: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid regex `{re}`: {e}"))
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| {
+        format!(
+            "invalid regex `{re}`: {}",
+            e.to_string().lines().last().unwrap_or("syntax error")
+        )
+    })
 }
 
 fn string_match(m: &mpb::StringMatcher) -> Result<CaseStringMatch, String> {
     use mpb::string_matcher::MatchPattern;
+    // With ignore_case the pattern is lower-cased once here; matching then
+    // lower-cases only the value.
+    let pattern = |s: &str| {
+        if m.ignore_case {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
     let sm = match &m.match_pattern {
-        Some(MatchPattern::Exact(s)) => StringMatch::Exact(s.clone()),
-        Some(MatchPattern::Prefix(s)) => StringMatch::Prefix(s.clone()),
-        Some(MatchPattern::Suffix(s)) => StringMatch::Suffix(s.clone()),
-        Some(MatchPattern::Contains(s)) => StringMatch::Contains(s.clone()),
+        Some(MatchPattern::Exact(s)) => StringMatch::Exact(pattern(s)),
+        Some(MatchPattern::Prefix(s)) => StringMatch::Prefix(pattern(s)),
+        Some(MatchPattern::Suffix(s)) => StringMatch::Suffix(pattern(s)),
+        Some(MatchPattern::Contains(s)) => StringMatch::Contains(pattern(s)),
         Some(MatchPattern::SafeRegex(r)) => StringMatch::Regex(full_regex(&r.regex)?),
         #[allow(unreachable_patterns)]
         _ => return Err("a string matcher needs exact, prefix, suffix, contains or safe_regex".into()),
@@ -227,25 +241,31 @@ fn string_match(m: &mpb::StringMatcher) -> Result<CaseStringMatch, String> {
 
 impl CaseStringMatch {
     pub fn matches(&self, value: &str) -> bool {
-        if self.ignore_case {
-            let v = value.to_ascii_lowercase();
-            match &self.m {
-                StringMatch::Exact(s) => v == s.to_ascii_lowercase(),
-                StringMatch::Prefix(s) => v.starts_with(&s.to_ascii_lowercase()),
-                StringMatch::Suffix(s) => v.ends_with(&s.to_ascii_lowercase()),
-                StringMatch::Contains(s) => v.contains(&s.to_ascii_lowercase()),
-                // Envoy ignores ignore_case for regexes.
-                StringMatch::Regex(r) => r.is_match(value),
-            }
+        let lowered;
+        let v = if self.ignore_case && !matches!(self.m, StringMatch::Regex(_)) {
+            lowered = value.to_ascii_lowercase();
+            lowered.as_str()
         } else {
-            match &self.m {
-                StringMatch::Exact(s) => value == s,
-                StringMatch::Prefix(s) => value.starts_with(s.as_str()),
-                StringMatch::Suffix(s) => value.ends_with(s.as_str()),
-                StringMatch::Contains(s) => value.contains(s.as_str()),
-                StringMatch::Regex(r) => r.is_match(value),
-            }
+            // Envoy ignores ignore_case for regexes.
+            value
+        };
+        match &self.m {
+            StringMatch::Exact(s) => v == s,
+            StringMatch::Prefix(s) => v.starts_with(s.as_str()),
+            StringMatch::Suffix(s) => v.ends_with(s.as_str()),
+            StringMatch::Contains(s) => v.contains(s.as_str()),
+            StringMatch::Regex(r) => r.is_match(v),
         }
+    }
+}
+
+impl HeaderMatch {
+    /// Compiles a `HeaderMatcher` (route matches and access-log header filters).
+    pub fn compile(h: &rpb::HeaderMatcher) -> Result<HeaderMatch, String> {
+        if h.name.is_empty() {
+            return Err("name: must not be empty".into());
+        }
+        header_match(h)
     }
 }
 
@@ -258,12 +278,16 @@ fn header_match(h: &rpb::HeaderMatcher) -> Result<HeaderMatch, String> {
         })
     };
     let test = match &h.header_match_specifier {
-        Some(S::StringMatch(m)) => HeaderTest::String(string_match(m)?),
+        Some(S::StringMatch(m)) => {
+            HeaderTest::String(string_match(m).map_err(|e| format!("string_match: {e}"))?)
+        }
         Some(S::ExactMatch(s)) => exact(StringMatch::Exact(s.clone())),
         Some(S::PrefixMatch(s)) => exact(StringMatch::Prefix(s.clone())),
         Some(S::SuffixMatch(s)) => exact(StringMatch::Suffix(s.clone())),
         Some(S::ContainsMatch(s)) => exact(StringMatch::Contains(s.clone())),
-        Some(S::SafeRegexMatch(r)) => exact(StringMatch::Regex(full_regex(&r.regex)?)),
+        Some(S::SafeRegexMatch(r)) => exact(StringMatch::Regex(
+            full_regex(&r.regex).map_err(|e| format!("safe_regex_match: {e}"))?,
+        )),
         Some(S::PresentMatch(p)) => HeaderTest::Present(*p),
         Some(S::RangeMatch(r)) => HeaderTest::Range(r.start, r.end),
         // No specifier: the header must be present.

@@ -404,16 +404,23 @@ fn healthcheck_ok(state: &AdminState, _: &Query) -> Reply {
     Reply::text(200, "OK\n")
 }
 
-/// Accepted with Envoy's parameter checks; the actual listener drain is
-/// done by the runtime (not wired yet: the listeners keep accepting).
-fn drain_listeners(_: &AdminState, q: &Query) -> Reply {
+/// Stops the listeners (all, or `?inboundonly` the INBOUND ones) from
+/// accepting; their connections close once their requests are done
+/// (HTTP/1 `connection: close`, HTTP/2 GOAWAY). legate keeps running
+/// afterwards, with or without `skip_exit` (documented difference).
+fn drain_listeners(state: &AdminState, q: &Query) -> Reply {
     let graceful = q.has("graceful");
     if q.has("skip_exit") && !graceful {
         return Reply::text(400, "skip_exit requires graceful\n");
     }
-    tracing::warn!(
-        "/drain_listeners: accepted, but draining listeners from the admin is not implemented yet"
-    );
+    let inbound_only = q.has("inboundonly");
+    if let Some(drain) = &state.drain_listeners {
+        let n = drain(inbound_only);
+        tracing::info!("/drain_listeners: draining {n} listener(s)");
+        crate::stats::store()
+            .gauge("listener_manager.total_listeners_draining")
+            .set(n as i64);
+    }
     Reply::text(200, "OK\n")
 }
 

@@ -104,7 +104,13 @@ pub struct AdminState {
     /// `/runtime_modify` overrides (the admin layer).
     pub runtime_overrides: Mutex<BTreeMap<String, String>>,
     pub stats_flush_interval: Duration,
+    /// Set by the runtime: drains all listeners, or only the INBOUND ones
+    /// (`true`); returns how many it drained.
+    pub drain_listeners: Option<DrainListeners>,
 }
+
+/// The runtime's listener drain, for `/drain_listeners`.
+pub type DrainListeners = Arc<dyn Fn(bool) -> usize + Send + Sync>;
 
 impl AdminState {
     pub fn new(
@@ -147,6 +153,7 @@ impl AdminState {
             intervals: Mutex::new(HashMap::new()),
             runtime_overrides: Mutex::new(BTreeMap::new()),
             stats_flush_interval,
+            drain_listeners: None,
         }
     }
 

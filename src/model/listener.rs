@@ -88,6 +88,8 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub hcm: Arc<Hcm>,
+    /// `traffic_direction: INBOUND` (for `/drain_listeners?inboundonly`).
+    pub inbound: bool,
     pub access_logs: Vec<crate::access_log::AccessLog>,
     pub stats: super::stats::ListenerStats,
 }
@@ -146,6 +148,8 @@ impl Listener {
             },
             address,
             hcm: Arc::new(Hcm::compile(&hcm)?),
+            inbound: l.traffic_direction
+                == crate::proto::envoy::config::core::v3::TrafficDirection::Inbound as i32,
             access_logs: crate::access_log::build_all(&l.access_log)?,
             stats: super::stats::ListenerStats::new(&address.to_string()),
         })

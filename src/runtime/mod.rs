@@ -53,20 +53,26 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
         sockets.push((l.clone(), set));
     }
 
-    let (drain_tx, drain_rx) = watch::channel(false);
+    // One drain signal per listener: shutdown drains them all, the admin's
+    // /drain_listeners all or only the inbound ones.
+    let drains: Vec<(Arc<Listener>, watch::Sender<bool>)> = listeners
+        .iter()
+        .map(|l| (l.clone(), watch::channel(false).0))
+        .collect();
+    let drains = Arc::new(drains);
     let active = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for worker in 0..opts.concurrency {
-        let mine: Vec<(Arc<Listener>, std::net::TcpListener)> = sockets
+        let mine: Vec<WorkerSocket> = sockets
             .iter_mut()
-            .map(|(l, set)| (l.clone(), set.sockets.remove(0)))
+            .zip(drains.iter())
+            .map(|((l, set), (_, drain))| (l.clone(), set.sockets.remove(0), drain.subscribe()))
             .collect();
         let shared = shared.clone();
-        let drain = drain_rx.clone();
         let active = active.clone();
         let t = std::thread::Builder::new()
             .name(format!("legate-worker-{worker}"))
-            .spawn(move || worker_main(worker, mine, shared, drain, active))
+            .spawn(move || worker_main(worker, mine, shared, active))
             .map_err(|e| format!("cannot start worker {worker}: {e}"))?;
         threads.push(t);
     }
@@ -74,7 +80,19 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     // Logged before "all N workers started": tests read the admin address
     // from the log up to that line.
     crate::admin::init_server_stats(opts.concurrency, listeners.len());
-    let quit = start_admin(loaded, &main_rt, &shared, &sockets, opts.concurrency)?.map(|s| s.quit.clone());
+    let drain_listeners: crate::admin::DrainListeners = {
+        let drains = drains.clone();
+        Arc::new(move |inbound_only: bool| drain(&drains, inbound_only))
+    };
+    let quit = start_admin(
+        loaded,
+        &main_rt,
+        &shared,
+        &sockets,
+        opts.concurrency,
+        drain_listeners,
+    )?
+    .map(|s| s.quit.clone());
     // --- end admin ---
     tracing::info!("all {} workers started", opts.concurrency);
 
@@ -89,7 +107,7 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
         tracing::info!("shutting down: draining for up to {drain_time:?}");
         // server.state DRAINING (1), as Envoy reports while shutting down.
         crate::stats::store().gauge("server.state").set(1);
-        let _ = drain_tx.send(true);
+        drain(&drains, false);
         let deadline = tokio::time::Instant::now() + drain_time;
         while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -113,6 +131,7 @@ fn start_admin(
     shared: &Shared,
     sockets: &[(Arc<Listener>, listen::SocketSet)],
     concurrency: usize,
+    drain_listeners: crate::admin::DrainListeners,
 ) -> Result<Option<Arc<crate::admin::AdminState>>, String> {
     let Some(admin) = loaded.bootstrap.admin.as_ref() else {
         return Ok(None);
@@ -137,6 +156,7 @@ fn start_admin(
         .collect();
     let mut state = crate::admin::AdminState::new(loaded, shared.clone(), bound, concurrency);
     state.admin_address = Some(local);
+    state.drain_listeners = Some(drain_listeners);
     let state = Arc::new(state);
     main_rt.spawn(crate::admin::serve(listener, state.clone()));
     Ok(Some(state))
@@ -187,13 +207,24 @@ async fn wait_for_signal() {
     }
 }
 
-fn worker_main(
-    worker: usize,
-    sockets: Vec<(Arc<Listener>, std::net::TcpListener)>,
-    shared: Shared,
-    drain: watch::Receiver<bool>,
-    active: Arc<AtomicUsize>,
-) {
+/// Stops the listeners (all, or the INBOUND ones) from accepting and tells
+/// their connections to close once idle. Returns how many it drained.
+fn drain(drains: &[(Arc<Listener>, watch::Sender<bool>)], inbound_only: bool) -> usize {
+    let mut n = 0;
+    for (l, tx) in drains {
+        if !inbound_only || l.inbound {
+            let _ = tx.send(true);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A worker's share of one listener: its SO_REUSEPORT socket and the
+/// listener's drain signal.
+type WorkerSocket = (Arc<Listener>, std::net::TcpListener, watch::Receiver<bool>);
+
+fn worker_main(worker: usize, sockets: Vec<WorkerSocket>, shared: Shared, active: Arc<AtomicUsize>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -203,7 +234,7 @@ fn worker_main(
     };
     rt.block_on(async move {
         let mut accepts = Vec::new();
-        for (listener, socket) in sockets {
+        for (listener, socket, drain) in sockets {
             let socket = match tokio::net::TcpListener::from_std(socket) {
                 Ok(s) => s,
                 Err(e) => {
@@ -215,7 +246,7 @@ fn worker_main(
                 listener,
                 socket,
                 shared.clone(),
-                drain.clone(),
+                drain,
                 active.clone(),
             )));
         }

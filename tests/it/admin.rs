@@ -588,3 +588,56 @@ async fn no_admin_address_no_admin_listener() {
     let legate = Legate::start(&cfg, &[]);
     assert_eq!(legate.admin, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_listeners_stops_inbound_then_all() {
+    let o = origin::start("service1").await;
+    // Two listeners on the same routes: `front` (outbound by default) and
+    // `inbound` (traffic_direction: INBOUND), plus the admin.
+    let base = super::support::front_bootstrap(
+        "",
+        &super::support::route("/", "service1", ""),
+        &super::support::static_cluster("service1", o, ""),
+    );
+    let listener = base
+        .split("  listeners:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("  clusters:\n").next())
+        .expect("listener block")
+        .to_string();
+    let inbound = listener.replacen(
+        "- name: front\n",
+        "- name: inbound\n    traffic_direction: INBOUND\n",
+        1,
+    );
+    let config = base.replacen("  clusters:\n", &format!("{inbound}  clusters:\n"), 1)
+        + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+    let legate = Legate::start(&config, &[]);
+    let admin = legate.admin.expect("admin address");
+    let (front, inb) = (legate.addr("front"), legate.addr("inbound"));
+    assert_eq!(get(inb, "/", &[]).await.status, 200);
+
+    let r = post(admin, "/drain_listeners?inboundonly").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "OK\n"));
+    // Bounded wait until the inbound listener refuses connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(inb).await.is_ok() {
+        assert!(Instant::now() < deadline, "the inbound listener still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(front, "/", &[]).await.status,
+        200,
+        "the outbound listener must keep serving"
+    );
+
+    let r = post(admin, "/drain_listeners").await;
+    assert_eq!(r.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(front).await.is_ok() {
+        assert!(Instant::now() < deadline, "the front listener still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The process stays up and the admin still answers.
+    assert_eq!(get(admin, "/ready", &[]).await.status, 200);
+}

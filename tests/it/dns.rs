@@ -575,3 +575,19 @@ fn resolver_config_errors_name_the_field() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_warm_on_init_false_serves_before_the_first_answer() {
+    // A name server that never answers, and a 30 s query timeout: waiting
+    // for the first resolution would outlast Legate::start's 20 s bound.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let cluster = format!(
+        "    wait_for_warm_on_init: false\n    typed_dns_resolver_config:{}",
+        cares(silent.local_addr().unwrap(), "        query_timeout_seconds: 30")
+    );
+    let legate = Legate::start(&config("STRICT_DNS", 80, &cluster, ""), &[]);
+    // No hosts yet: Envoy's "no healthy upstream".
+    let r = get(legate.addr("front"), "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+    drop(silent);
+}

@@ -47,6 +47,8 @@ impl LogLevel {
 #[command(
     name = "legate",
     version,
+    // A flag given twice takes the last value (wrapper scripts append flags).
+    args_override_self = true,
     about = "legate: an Envoy-compatible sidecar and front proxy",
     long_about = "legate: an Envoy-compatible sidecar and front proxy.\n\nRun it where you ran envoy: `legate -c front-envoy.yaml`. The options below are Envoy's."
 )]

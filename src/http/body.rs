@@ -84,6 +84,9 @@ pub struct ResponseBody {
     received: Option<Arc<AtomicU64>>,
     on_complete: Option<OnComplete>,
     idle: Option<Idle>,
+    /// The upstream HTTP/1.1 connection, back to its pool once this body
+    /// has been read to the end (dropped, so closed, otherwise).
+    lease: Option<super::upstream::Lease>,
 }
 
 impl ResponseBody {
@@ -94,6 +97,7 @@ impl ResponseBody {
             received: None,
             on_complete: None,
             idle: None,
+            lease: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl ResponseBody {
             received: None,
             on_complete: None,
             idle: None,
+            lease: None,
         }
     }
 
@@ -121,6 +126,12 @@ impl ResponseBody {
         self.info = Some(Box::new(info));
         self.received = received;
         self.on_complete = Some(on_complete);
+        self
+    }
+
+    /// Attaches the upstream connection this body is read from.
+    pub fn with_lease(mut self, lease: Option<super::upstream::Lease>) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -168,7 +179,12 @@ impl Body for ResponseBody {
                     }
                 }
             }
-            Poll::Ready(None) => this.complete(),
+            Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+                this.complete();
+            }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(info) = this.info.as_mut() {
                     info.response_flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
@@ -213,6 +229,13 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // hyper may drop a body it knows is complete without a last poll:
+        // the upstream connection is then still reusable.
+        if self.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
         // The client went away before the end: Envoy logs the request with DC.
         if self.info.is_some() && !self.is_end_stream() {
             if let Some(info) = self.info.as_mut() {

@@ -472,6 +472,11 @@ async fn forward(
         None => action.timeout,
     };
     let upgrade = upgrade_type(&req);
+    let h2 = match cluster.protocol {
+        Protocol::Http2 => true,
+        Protocol::Http1 => false,
+        Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
+    } && upgrade.is_none();
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let upstream_req = match build_upstream_request(
         conn,
@@ -486,6 +491,7 @@ async fn forward(
         info,
         upgrade.is_some(),
         route_timeout,
+        h2,
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -499,12 +505,6 @@ async fn forward(
         }
     };
     let (upstream_req, received) = upstream_req;
-    let h2 = match cluster.protocol {
-        Protocol::Http2 => true,
-        Protocol::Http1 => false,
-        Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
-    } && upgrade.is_none();
-    let client = upstream::client(&cluster, h2, &conn.shared);
     let sent_at = Instant::now();
     // Response headers are awaited for the route timeout, or the stream idle
     // timeout when that is shorter (then it is Envoy's 408 SI, not 504 UT).
@@ -515,7 +515,12 @@ async fn forward(
         (t, _) => (t, false),
     };
     let result = match wait {
-        Some(t) => match tokio::time::timeout(t, client.request(upstream_req)).await {
+        Some(t) => match tokio::time::timeout(
+            t,
+            upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) if idle_first => {
                 in_flight.finish(408);
@@ -544,12 +549,12 @@ async fn forward(
                 return o;
             }
         },
-        None => client.request(upstream_req).await,
+        None => upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req).await,
     };
-    let mut response = match result {
-        Ok(r) => {
+    let (mut response, upstream_lease) = match result {
+        Ok((r, lease)) => {
             in_flight.finish(r.status().as_u16());
-            r
+            (r, lease)
         }
         Err(e) => {
             let (flag, reason, transport) = classify(&e);
@@ -599,50 +604,39 @@ async fn forward(
     }
     let (parts, body) = response.into_parts();
     Outcome {
-        response: Response::from_parts(parts, ResponseBody::upstream(body).with_idle_timeout(idle)),
+        response: Response::from_parts(
+            parts,
+            ResponseBody::upstream(body)
+                .with_idle_timeout(idle)
+                .with_lease(upstream_lease),
+        ),
         received: Some(received),
     }
 }
 
 /// The response flag, Envoy's reset reason and the transport failure
 /// reason for a failed upstream request.
-fn classify(e: &hyper_util::client::legacy::Error) -> (ResponseFlags, &'static str, Option<String>) {
-    let io = {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-        let mut found = None;
-        while let Some(s) = src {
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                found = Some(io);
-                break;
-            }
-            src = s.source();
-        }
-        found
-    };
-    if e.is_connect() {
-        let transport = io.map(|io| match io.raw_os_error() {
-            Some(code) => format!("delayed connect error: {code}"),
-            None => io.to_string(),
-        });
-        let timed_out = io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if timed_out {
-            return (
-                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                "connection timeout",
-                None,
-            );
-        }
-        return (
+fn classify(e: &upstream::SendError) -> (ResponseFlags, &'static str, Option<String>) {
+    match e {
+        upstream::SendError::Connect(io) => (
             ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             "connection failure",
-            transport,
-        );
+            Some(match io.raw_os_error() {
+                Some(code) => format!("delayed connect error: {code}"),
+                None => io.to_string(),
+            }),
+        ),
+        upstream::SendError::ConnectTimeout => (
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            "connection timeout",
+            None,
+        ),
+        upstream::SendError::Request(_) => (
+            ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            "connection termination",
+            None,
+        ),
     }
-    (
-        ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-        "connection termination",
-        None,
-    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -659,6 +653,7 @@ fn build_upstream_request(
     info: &mut StreamInfo,
     upgrading: bool,
     route_timeout: Option<std::time::Duration>,
+    h2: bool,
 ) -> Result<(Request<RequestBody>, Arc<AtomicU64>), String> {
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
@@ -748,9 +743,18 @@ fn build_upstream_request(
     vhost.request_headers.apply(&mut headers, &fmt);
     table.request_headers.apply(&mut headers, &fmt);
 
-    let uri: Uri = format!("http://{}{}", host.addr, upstream_path)
-        .parse()
-        .map_err(|_| format!("invalid path `{upstream_path}`"))?;
+    // HTTP/1.1: origin-form (the connection already goes to `host`).
+    // HTTP/2: absolute, so `:authority` is the request's host, as Envoy sends.
+    let uri: Uri = if h2 {
+        format!("http://{host_header}{upstream_path}").parse()
+    } else {
+        upstream_path.parse()
+    }
+    .map_err(|_| format!("invalid path `{upstream_path}`"))?;
+    if h2 {
+        // HTTP/2 carries the host as `:authority` (from the URI), not `host`.
+        headers.remove(header::HOST);
+    }
     let received = Arc::new(AtomicU64::new(0));
     let mut builder = Request::builder().method(parts.method).uri(uri);
     if let Some(h) = builder.headers_mut() {

@@ -1,125 +1,198 @@
-//! Upstream connection pools, one set per worker thread (no cross-worker
-//! locks on the request path): a hyper client per cluster and protocol,
-//! which pools connections per host. Connections are counted in the
-//! cluster's and the host's stats while open.
+//! Upstream connections: a pool per worker thread, per cluster, host and
+//! protocol (no locks, no cross-thread hand-off on the request path), over
+//! hyper's connection-level client.
+//!
+//! HTTP/1.1: an idle connection is checked out for one request and goes
+//! back to the pool when its response body has been read to the end (the
+//! `Lease` travels with the response body). HTTP/2: one connection per host
+//! carries every stream.
+//!
+//! Why not hyper-util's pooled client: measured here, it cost more than
+//! the rest of the request path together (a shared locked pool, a key hash
+//! per request, boxed futures); see the issue notes for figures.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::Instant;
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
 use crate::model::cluster::{Cluster, Host};
 use crate::model::stats::ClusterStats;
-use crate::model::Shared;
 
-pub type UpstreamClient = Client<CountingConnector, RequestBody>;
+/// Idle HTTP/1.1 connections kept per host and worker.
+const MAX_IDLE_PER_HOST: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    cluster: u64,
+    addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct HostPool {
+    idle: Vec<(http1::SendRequest<RequestBody>, Instant)>,
+    h2: Option<http2::SendRequest<RequestBody>>,
+}
 
 thread_local! {
-    /// Keyed by (cluster id, HTTP/2?). Cluster ids are unique per compiled
-    /// cluster, so a changed cluster gets fresh pools.
-    static CLIENTS: RefCell<HashMap<(u64, bool), UpstreamClient>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<HashMap<Key, HostPool>> = RefCell::new(HashMap::new());
 }
 
-/// This worker's client for `cluster`, speaking HTTP/2 (prior knowledge)
-/// when `h2`.
-pub fn client(cluster: &Cluster, h2: bool, shared: &Shared) -> UpstreamClient {
-    CLIENTS.with(|c| {
-        c.borrow_mut()
-            .entry((cluster.id, h2))
-            .or_insert_with(|| build(cluster, h2, shared.clone()))
-            .clone()
-    })
+/// Why a request could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The TCP connection failed (refused, unreachable…).
+    Connect(std::io::Error),
+    /// `connect_timeout` passed.
+    ConnectTimeout,
+    /// The connection broke before a response arrived.
+    Request(hyper::Error),
 }
 
-fn build(cluster: &Cluster, h2: bool, shared: Shared) -> UpstreamClient {
-    let mut inner = HttpConnector::new();
-    inner.set_connect_timeout(Some(cluster.connect_timeout));
-    inner.set_nodelay(true);
-    inner.enforce_http(true);
-    let connector = CountingConnector {
-        inner,
-        cluster: cluster.name.clone(),
-        stats: cluster.stats.clone(),
-        shared,
-        h2,
-    };
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(cluster.idle_timeout.or(Some(Duration::from_secs(3600))))
-        // The proxy sets Host itself (it may rewrite it).
-        .set_host(false)
-        .http2_only(h2);
-    if h2 {
-        builder.http2_adaptive_window(true);
+/// An HTTP/1.1 connection lent to one request; back to the pool when the
+/// response body has been read to its end ([`Lease::release`]); closed if
+/// dropped before that.
+pub struct Lease {
+    key: Key,
+    sender: http1::SendRequest<RequestBody>,
+}
+
+impl Lease {
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        POOLS.with(|p| {
+            let mut pools = p.borrow_mut();
+            let pool = pools.entry(self.key).or_default();
+            if pool.idle.len() < MAX_IDLE_PER_HOST {
+                pool.idle.push((self.sender, Instant::now()));
+            }
+        });
     }
-    builder.build(connector)
 }
 
-/// Wraps the TCP connector to count connections (`upstream_cx_total`,
-/// `upstream_cx_active`, per-host `cx_total`/`cx_active`).
-#[derive(Clone)]
-pub struct CountingConnector {
-    inner: HttpConnector,
-    cluster: String,
-    stats: Arc<ClusterStats>,
-    shared: Shared,
+/// Sends `req` to `host`, on a pooled connection when there is one.
+/// Returns the response and, for HTTP/1.1, the connection's lease.
+pub async fn send(
+    cluster: &Cluster,
+    host: &Arc<Host>,
     h2: bool,
-}
-
-impl tower_service::Service<Uri> for CountingConnector {
-    type Response = Counted;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    upgrade: bool,
+    req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    let key = Key {
+        cluster: cluster.id,
+        addr: host.addr,
+    };
+    if h2 {
+        let mut sender = match POOLS.with(|p| p.borrow().get(&key).and_then(|pool| pool.h2.clone())) {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let s = connect_h2(cluster, host).await?;
+                POOLS.with(|p| p.borrow_mut().entry(key).or_default().h2 = Some(s.clone()));
+                s
+            }
+        };
+        let resp = sender.send_request(req).await.map_err(SendError::Request)?;
+        return Ok((resp, None));
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = tower_service::Service::<Uri>::call(&mut self.inner, uri);
-        let stats = self.stats.clone();
-        let shared = self.shared.clone();
-        let cluster = self.cluster.clone();
-        let h2 = self.h2;
-        Box::pin(async move {
-            let io = connecting.await?;
-            // Connecting is rare next to requests: finding the host in the
-            // current snapshot here keeps the request path free of it.
-            let host = io.inner().peer_addr().ok().and_then(|addr| {
-                shared
-                    .load()
-                    .clusters
-                    .get(&cluster)
-                    .and_then(|c| c.hosts.find(addr).cloned())
-            });
-            Ok(Counted::open(io, stats, host, h2))
-        })
+    let mut req = req;
+    // Reuse an idle connection; one that turns out closed is dropped and the
+    // request, not yet sent, tries the next.
+    while let Some((mut sender, since)) =
+        POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop()))
+    {
+        if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, (!upgrade).then_some(Lease { key, sender }))),
+            Err(mut e) => match e.take_message() {
+                Some(r) => req = r,
+                None => return Err(SendError::Request(e.into_error())),
+            },
+        }
     }
+    let mut sender = connect_h1(cluster, host).await?;
+    let resp = sender.send_request(req).await.map_err(SendError::Request)?;
+    Ok((resp, (!upgrade).then_some(Lease { key, sender })))
 }
 
-/// An upstream connection, counted while open.
+async fn tcp(cluster: &Cluster, host: &Arc<Host>, h2: bool) -> Result<TokioIo<Counted>, SendError> {
+    let stream = match tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(host.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => return Err(SendError::ConnectTimeout),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(Counted::open(
+        stream,
+        cluster.stats.clone(),
+        host.clone(),
+        h2,
+    )))
+}
+
+async fn connect_h1(
+    cluster: &Cluster,
+    host: &Arc<Host>,
+) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    let io = tcp(cluster, host, false).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(SendError::Request)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+async fn connect_h2(
+    cluster: &Cluster,
+    host: &Arc<Host>,
+) -> Result<http2::SendRequest<RequestBody>, SendError> {
+    let io = tcp(cluster, host, true).await?;
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .keep_alive_interval(None)
+        .handshake(io)
+        .await
+        .map_err(SendError::Request)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// An upstream TCP connection, counted in the cluster's and the host's
+/// stats while open. `TokioIo<Counted>` is what hyper reads and writes.
 pub struct Counted {
-    io: TokioIo<TcpStream>,
+    io: TcpStream,
     stats: Arc<ClusterStats>,
-    host: Option<Arc<Host>>,
+    host: Arc<Host>,
 }
 
 impl Counted {
-    fn open(io: TokioIo<TcpStream>, stats: Arc<ClusterStats>, host: Option<Arc<Host>>, h2: bool) -> Counted {
+    fn open(io: TcpStream, stats: Arc<ClusterStats>, host: Arc<Host>, h2: bool) -> Counted {
         stats.upstream_cx_total.inc();
         stats.upstream_cx_active.inc();
         if h2 {
@@ -127,10 +200,8 @@ impl Counted {
         } else {
             stats.upstream_cx_http1_total.inc();
         }
-        if let Some(h) = &host {
-            h.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-            h.stats.cx_active.fetch_add(1, Ordering::Relaxed);
-        }
+        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
         Counted { io, stats, host }
     }
 }
@@ -138,29 +209,21 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.stats.upstream_cx_active.dec();
-        if let Some(h) = &self.host {
-            h.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl Connection for Counted {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl Read for Counted {
+impl tokio::io::AsyncRead for Counted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl Write for Counted {
+impl tokio::io::AsyncWrite for Counted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

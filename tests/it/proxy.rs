@@ -144,6 +144,8 @@ async fn h2c_downstream_and_upstream() {
     let r = get(front, "/h2/x", &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["version"], "HTTP/2.0");
+    // `:authority` upstream is the client's host, as Envoy sends it.
+    assert_eq!(r.json()["uri"], format!("http://{front}/h2/x"));
     // A POST body streams through.
     let body = Bytes::from(vec![b'x'; 300_000]);
     let r = send(front, "POST", "/h2/upload", &[], body, true).await;
@@ -324,4 +326,42 @@ async fn an_http_1_0_origin_does_not_downgrade_the_response() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nok"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_http1_connections_are_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // An origin that counts the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let o = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"hi"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    // One worker, so every request uses the same pool.
+    let config = front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, ""));
+    let legate = Legate::start(&config, &["--concurrency", "1"]);
+    for _ in 0..10 {
+        let r = get(legate.addr("front"), "/", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "hi"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests must reuse one upstream connection"
+    );
 }

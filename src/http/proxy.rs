@@ -31,6 +31,8 @@ pub struct ConnInfo {
     pub records_headers: bool,
     /// Requests seen on this connection (for `max_requests_per_connection`).
     pub requests: std::sync::atomic::AtomicU32,
+    /// `listener.<bound address>.*` (the real port when the config said 0).
+    pub listener_stats: Arc<crate::model::stats::ListenerStats>,
     pub shared: Shared,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -382,6 +384,7 @@ impl InFlight {
         let c = &self.cluster.stats;
         c.upstream_rq_completed.inc();
         c.upstream_rq_xx.record(status);
+        c.record_code(self.cluster.id, status);
         c.upstream_rq_time.record(self.sent.elapsed().as_millis() as u64);
         let h = &self.host.stats;
         if status >= 500 {
@@ -558,6 +561,9 @@ async fn forward(
         }
         Err(e) => {
             let (flag, reason, transport) = classify(&e);
+            if matches!(e, upstream::SendError::ConnectTimeout) {
+                cluster.stats.upstream_cx_connect_timeout.inc();
+            }
             if flag == ResponseFlags::UPSTREAM_CONNECTION_FAILURE {
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);

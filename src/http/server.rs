@@ -10,27 +10,29 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::proxy::{handle, ConnInfo};
-use crate::model::listener::{Codec, Listener};
+use crate::model::listener::Codec;
 
 /// Counts a downstream connection in the listener's and the HCM's stats
 /// while it is open.
-struct ConnectionStats(Arc<Listener>);
+struct ConnectionStats(Arc<ConnInfo>);
 
 impl ConnectionStats {
-    fn open(conn: &ConnInfo) -> ConnectionStats {
-        let l = &conn.listener;
-        l.stats.downstream_cx_total.inc();
-        l.stats.downstream_cx_active.inc();
-        l.hcm.stats.downstream_cx_total.inc();
-        l.hcm.stats.downstream_cx_active.inc();
-        ConnectionStats(l.clone())
+    fn open(conn: &Arc<ConnInfo>) -> ConnectionStats {
+        conn.listener_stats.downstream_cx_total.inc();
+        conn.listener_stats.downstream_cx_active.inc();
+        let hcm = &conn.listener.hcm;
+        hcm.stats.downstream_cx_total.inc();
+        hcm.stats.downstream_cx_active.inc();
+        crate::model::stats::server_total_connections().inc();
+        ConnectionStats(conn.clone())
     }
 }
 
 impl Drop for ConnectionStats {
     fn drop(&mut self) {
-        self.0.stats.downstream_cx_active.dec();
-        self.0.hcm.stats.downstream_cx_active.dec();
+        self.0.listener_stats.downstream_cx_active.dec();
+        self.0.listener.hcm.stats.downstream_cx_active.dec();
+        crate::model::stats::server_total_connections().dec();
     }
 }
 

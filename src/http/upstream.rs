@@ -126,7 +126,13 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect_h1(cluster, host).await?;
+    // No idle connection: this request waits for a new one (Envoy's
+    // "pending" request).
+    cluster.stats.upstream_rq_pending_total.inc();
+    cluster.stats.upstream_rq_pending_active.inc();
+    let connected = connect_h1(cluster, host).await;
+    cluster.stats.upstream_rq_pending_active.dec();
+    let mut sender = connected?;
     let resp = sender.send_request(req).await.map_err(SendError::Request)?;
     Ok((resp, (!upgrade).then_some(Lease { key, sender })))
 }

@@ -91,7 +91,6 @@ pub struct Listener {
     /// `traffic_direction: INBOUND` (for `/drain_listeners?inboundonly`).
     pub inbound: bool,
     pub access_logs: Vec<crate::access_log::AccessLog>,
-    pub stats: super::stats::ListenerStats,
 }
 
 fn duration(d: &prost_types::Duration) -> Duration {
@@ -151,7 +150,6 @@ impl Listener {
             inbound: l.traffic_direction
                 == crate::proto::envoy::config::core::v3::TrafficDirection::Inbound as i32,
             access_logs: crate::access_log::build_all(&l.access_log)?,
-            stats: super::stats::ListenerStats::new(&address.to_string()),
         })
     }
 }

@@ -65,6 +65,22 @@ impl HttpStats {
     }
 }
 
+/// `server.total_connections`: open downstream connections, all listeners.
+pub fn server_total_connections() -> &'static Gauge {
+    static G: std::sync::OnceLock<Arc<Gauge>> = std::sync::OnceLock::new();
+    G.get_or_init(|| store().gauge("server.total_connections"))
+}
+
+/// `cluster_manager.*` for a static set of clusters (CDS will move these).
+pub fn record_static_clusters(n: usize) {
+    store().counter("cluster_manager.cluster_added").add(n as u64);
+    store().gauge("cluster_manager.active_clusters").set(n as i64);
+    store().gauge("cluster_manager.warming_clusters").set(0);
+    store().counter("cluster_manager.cluster_modified");
+    store().counter("cluster_manager.cluster_removed");
+    store().counter("cluster_manager.cluster_updated");
+}
+
 /// `listener.<address>.*`.
 pub struct ListenerStats {
     pub downstream_cx_total: Arc<Counter>,
@@ -95,7 +111,16 @@ pub struct ClusterStats {
     pub upstream_cx_http1_total: Arc<Counter>,
     pub upstream_cx_http2_total: Arc<Counter>,
     pub upstream_cx_connect_fail: Arc<Counter>,
+    pub upstream_cx_connect_timeout: Arc<Counter>,
     pub upstream_cx_none_healthy: Arc<Counter>,
+    /// Requests that waited for a new upstream connection.
+    pub upstream_rq_pending_total: Arc<Counter>,
+    pub upstream_rq_pending_active: Arc<Gauge>,
+    /// Registered so they read 0, as in Envoy, until legate can hit them.
+    pub bind_errors: Arc<Counter>,
+    pub lb_healthy_panic: Arc<Counter>,
+    /// `cluster.<name>.` — for stats named at run time (`upstream_rq_<code>`).
+    pub prefix: String,
     pub membership_total: Arc<Gauge>,
     pub membership_healthy: Arc<Gauge>,
     pub membership_change: Arc<Counter>,
@@ -118,11 +143,33 @@ impl ClusterStats {
             upstream_cx_http1_total: c("upstream_cx_http1_total"),
             upstream_cx_http2_total: c("upstream_cx_http2_total"),
             upstream_cx_connect_fail: c("upstream_cx_connect_fail"),
+            upstream_cx_connect_timeout: c("upstream_cx_connect_timeout"),
             upstream_cx_none_healthy: c("upstream_cx_none_healthy"),
+            upstream_rq_pending_total: c("upstream_rq_pending_total"),
+            upstream_rq_pending_active: g("upstream_rq_pending_active"),
+            bind_errors: c("bind_errors"),
+            lb_healthy_panic: c("lb_healthy_panic"),
+            prefix: p.clone(),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             membership_change: c("membership_change"),
         }
+    }
+
+    /// `cluster.<name>.upstream_rq_<code>`: looked up in a per-thread cache
+    /// (one hash lookup, no lock, no shared write) and registered on first use.
+    pub fn record_code(&self, id: u64, status: u16) {
+        thread_local! {
+            static CODES: std::cell::RefCell<std::collections::HashMap<(u64, u16), Arc<Counter>>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        CODES.with(|codes| {
+            codes
+                .borrow_mut()
+                .entry((id, status))
+                .or_insert_with(|| store().counter(&format!("{}upstream_rq_{status}", self.prefix)))
+                .inc();
+        });
     }
 
     /// Records a new host set's size (no health checks: all are healthy).

@@ -16,6 +16,7 @@ use crate::config::Loaded;
 use crate::http::proxy::ConnInfo;
 use crate::http::server::serve_connection;
 use crate::model::listener::Listener;
+use crate::model::stats::ListenerStats;
 use crate::model::{Shared, Snapshot};
 
 pub struct Options {
@@ -33,6 +34,7 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
             "xDS is not implemented yet: dynamic_resources are not used; serving static_resources only"
         );
     }
+    crate::model::stats::record_static_clusters(snapshot.clusters.len());
     let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -60,13 +62,21 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
         .map(|l| (l.clone(), watch::channel(false).0))
         .collect();
     let drains = Arc::new(drains);
+    // Envoy names listener stats by the bound address (`listener.127.0.0.1_8080.`).
+    let listener_stats: Vec<Arc<ListenerStats>> = sockets
+        .iter()
+        .map(|(_, set)| Arc::new(ListenerStats::new(&set.local_addr.to_string())))
+        .collect();
     let active = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for worker in 0..opts.concurrency {
         let mine: Vec<WorkerSocket> = sockets
             .iter_mut()
             .zip(drains.iter())
-            .map(|((l, set), (_, drain))| (l.clone(), set.sockets.remove(0), drain.subscribe()))
+            .zip(listener_stats.iter())
+            .map(|(((l, set), (_, drain)), stats)| {
+                (l.clone(), set.sockets.remove(0), drain.subscribe(), stats.clone())
+            })
             .collect();
         let shared = shared.clone();
         let active = active.clone();
@@ -222,7 +232,12 @@ fn drain(drains: &[(Arc<Listener>, watch::Sender<bool>)], inbound_only: bool) ->
 
 /// A worker's share of one listener: its SO_REUSEPORT socket and the
 /// listener's drain signal.
-type WorkerSocket = (Arc<Listener>, std::net::TcpListener, watch::Receiver<bool>);
+type WorkerSocket = (
+    Arc<Listener>,
+    std::net::TcpListener,
+    watch::Receiver<bool>,
+    Arc<ListenerStats>,
+);
 
 fn worker_main(worker: usize, sockets: Vec<WorkerSocket>, shared: Shared, active: Arc<AtomicUsize>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -234,7 +249,7 @@ fn worker_main(worker: usize, sockets: Vec<WorkerSocket>, shared: Shared, active
     };
     rt.block_on(async move {
         let mut accepts = Vec::new();
-        for (listener, socket, drain) in sockets {
+        for (listener, socket, drain, stats) in sockets {
             let socket = match tokio::net::TcpListener::from_std(socket) {
                 Ok(s) => s,
                 Err(e) => {
@@ -245,6 +260,7 @@ fn worker_main(worker: usize, sockets: Vec<WorkerSocket>, shared: Shared, active
             accepts.push(tokio::spawn(accept_loop(
                 listener,
                 socket,
+                stats,
                 shared.clone(),
                 drain,
                 active.clone(),
@@ -263,6 +279,7 @@ fn worker_main(worker: usize, sockets: Vec<WorkerSocket>, shared: Shared, active
 async fn accept_loop(
     listener: Arc<Listener>,
     socket: tokio::net::TcpListener,
+    listener_stats: Arc<ListenerStats>,
     shared: Shared,
     mut drain: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
@@ -285,6 +302,7 @@ async fn accept_loop(
         let conn = Arc::new(ConnInfo {
             records_headers: listener.hcm.records_headers() || !listener.access_logs.is_empty(),
             requests: std::sync::atomic::AtomicU32::new(0),
+            listener_stats: listener_stats.clone(),
             listener: listener.clone(),
             shared: shared.clone(),
             remote,

@@ -4,6 +4,7 @@ pub mod conformance;
 pub mod dns;
 pub mod lb;
 pub mod proxy;
+pub mod stats;
 pub mod streaming;
 pub mod support;
 pub mod timeouts;

@@ -2,7 +2,6 @@
 //! (`source/server/admin/clusters_handler.cc`, `listeners_handler.cc`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
@@ -87,12 +86,13 @@ fn meta(state: &AdminState, c: &Cluster) -> Meta {
 /// Per-host stats as Envoy lists them: `(name, value, is_gauge)`, sorted by name.
 fn host_stats(h: &Host) -> [(&'static str, u64, bool); 8] {
     let s = &h.stats;
-    let v = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let v = |c: &crate::stats::Counter| c.value();
+    let g = |g: &crate::stats::Gauge| g.value().max(0) as u64;
     [
-        ("cx_active", v(&s.cx_active), true),
+        ("cx_active", g(&s.cx_active), true),
         ("cx_connect_fail", v(&s.cx_connect_fail), false),
         ("cx_total", v(&s.cx_total), false),
-        ("rq_active", v(&s.rq_active), true),
+        ("rq_active", g(&s.rq_active), true),
         ("rq_error", v(&s.rq_error), false),
         ("rq_success", v(&s.rq_success), false),
         ("rq_timeout", v(&s.rq_timeout), false),

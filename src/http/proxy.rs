@@ -367,8 +367,8 @@ struct InFlight {
 
 impl InFlight {
     fn start(cluster: Arc<Cluster>, host: Arc<Host>) -> InFlight {
-        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-        host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        host.stats.rq_total.inc();
+        host.stats.rq_active.inc();
         cluster.stats.upstream_rq_total.inc();
         cluster.stats.upstream_rq_active.inc();
         InFlight {
@@ -388,16 +388,16 @@ impl InFlight {
         c.upstream_rq_time.record(self.sent.elapsed().as_millis() as u64);
         let h = &self.host.stats;
         if status >= 500 {
-            h.rq_error.fetch_add(1, Ordering::Relaxed);
+            h.rq_error.inc();
         } else {
-            h.rq_success.fetch_add(1, Ordering::Relaxed);
+            h.rq_success.inc();
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+        self.host.stats.rq_active.dec();
         self.cluster.stats.upstream_rq_active.dec();
     }
 }
@@ -539,7 +539,7 @@ async fn forward(
             }
             Err(_) => {
                 cluster.stats.upstream_rq_timeout.inc();
-                host.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                host.stats.rq_timeout.inc();
                 in_flight.finish(504);
                 let mut o = local(
                     info,
@@ -566,7 +566,7 @@ async fn forward(
             }
             if flag == ResponseFlags::UPSTREAM_CONNECTION_FAILURE {
                 cluster.stats.upstream_cx_connect_fail.inc();
-                host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+                host.stats.cx_connect_fail.inc();
             }
             in_flight.finish(503);
             info.upstream_transport_failure_reason = transport.clone();

@@ -15,7 +15,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -206,8 +205,8 @@ impl Counted {
         } else {
             stats.upstream_cx_http1_total.inc();
         }
-        host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
-        host.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        host.stats.cx_total.inc();
+        host.stats.cx_active.inc();
         Counted { io, stats, host }
     }
 }
@@ -215,7 +214,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.stats.upstream_cx_active.dec();
-        self.host.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.host.stats.cx_active.dec();
     }
 }
 

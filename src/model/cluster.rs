@@ -11,6 +11,7 @@ use crate::config::validate::{type_url_name, unpack, UPSTREAM_HTTP_OPTIONS};
 use crate::proto::envoy::config::cluster::v3::{cluster, Cluster as PCluster};
 use crate::proto::envoy::config::core::v3::{address, socket_address};
 use crate::proto::envoy::extensions::upstreams::http::v3::{http_protocol_options, HttpProtocolOptions};
+use crate::stats::{Counter, Gauge};
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -84,17 +85,28 @@ pub struct Host {
 
 /// Per-host counters, as `/clusters` shows them (`cx_active`, `rq_total`…).
 /// They live with the host, so they survive a DNS/EDS update that keeps it.
-#[derive(Debug, Default)]
+/// Sharded like every stat (src/stats.rs): every worker updates them on
+/// every request, so a plain shared atomic would bounce one cache line.
+#[derive(Default)]
 pub struct HostStats {
-    pub cx_total: AtomicU64,
-    pub cx_active: AtomicU64,
-    pub cx_connect_fail: AtomicU64,
-    pub rq_total: AtomicU64,
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub cx_connect_fail: Counter,
+    pub rq_total: Counter,
     /// Requests in flight; also what LEAST_REQUEST balances on.
-    pub rq_active: AtomicU64,
-    pub rq_success: AtomicU64,
-    pub rq_error: AtomicU64,
-    pub rq_timeout: AtomicU64,
+    pub rq_active: Gauge,
+    pub rq_success: Counter,
+    pub rq_error: Counter,
+    pub rq_timeout: Counter,
+}
+
+impl std::fmt::Debug for HostStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostStats")
+            .field("rq_total", &self.rq_total.value())
+            .field("rq_active", &self.rq_active.value())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Host {
@@ -234,7 +246,7 @@ impl HostSet {
                 let b = fastrand::usize(..n);
                 let load = |i: usize| {
                     let h = &self.hosts[i];
-                    (h.stats.rq_active.load(Ordering::Relaxed) + 1) as f64 / f64::from(h.weight.max(1))
+                    (h.stats.rq_active.value().max(0) as u64 + 1) as f64 / f64::from(h.weight.max(1))
                 };
                 if load(b) < load(a) {
                     b
@@ -632,7 +644,7 @@ mod tests {
     #[test]
     fn least_request_prefers_idle_hosts() {
         let set = HostSet::new(vec![host(1, 1, 0), host(2, 1, 0)]);
-        set.hosts[0].stats.rq_active.store(100, Ordering::Relaxed);
+        set.hosts[0].stats.rq_active.set(100);
         let picks: Vec<u16> = (0..200)
             .map(|_| set.pick(LbPolicy::LeastRequest).unwrap().addr.port())
             .collect();

@@ -365,3 +365,42 @@ async fn upstream_http1_connections_are_reused() {
         "sequential requests must reuse one upstream connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_front_proxy_example_serves_without_its_tls_listener() {
+    // envoyproxy/examples front-proxy/envoy.yaml as shipped, minus the 8443
+    // TLS listener (TLS is not in legate yet), with its service names and
+    // ports pointed at test origins and port 0 for the listener and admin.
+    let s1 = origin::start("service1").await;
+    let s2 = origin::start("service2").await;
+    let text = std::fs::read_to_string(conformance_dir().join("front-proxy__envoy.yaml")).unwrap();
+    let tls_start = text
+        .find("\n  - address:\n      socket_address:\n        address: 0.0.0.0\n        port_value: 8443")
+        .expect("the TLS listener");
+    let clusters = text.find("\n  clusters:").expect("clusters");
+    let text = format!("{}{}", &text[..tls_start], &text[clusters..])
+        .replace("port_value: 8080", "port_value: 0")
+        .replace("port_value: 8001", "port_value: 0")
+        .replace(
+            "address: service-envoy-1\n                port_value: 8000",
+            &format!("address: 127.0.0.1\n                port_value: {}", s1.port()),
+        )
+        .replace(
+            "address: service-envoy-2\n                port_value: 8000",
+            &format!("address: 127.0.0.1\n                port_value: {}", s2.port()),
+        );
+    assert!(
+        !text.contains("transport_socket") && text.contains("layered_runtime"),
+        "{text}"
+    );
+    let legate = Legate::start(&text, &[]);
+    let front = *legate.listeners.values().next().expect("one listener");
+    for (path, service) in [("/service/1", "service1"), ("/service/2", "service2")] {
+        let r = get(front, path, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-origin"), Some(service));
+    }
+    let admin = legate.admin.expect("admin");
+    let r = get(admin, "/stats?filter=http.ingress_http.downstream_rq_2xx", &[]).await;
+    assert_eq!(r.body, "http.ingress_http.downstream_rq_2xx: 2\n");
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::support::client::get;
-use super::support::{origin, validate, Dir, Legate};
+use super::support::{front_bootstrap, origin, route, validate, Dir, Legate};
 
 // ---------------------------------------------------------------------------
 // The test name server.
@@ -310,39 +310,12 @@ fn cares(dns: SocketAddr, options: &str) -> String {
 /// endpoint is `service.test:port`; `cluster_extra` and `bootstrap_extra`
 /// are YAML lines for the cluster and the bootstrap.
 fn config(kind: &str, port: u16, cluster_extra: &str, bootstrap_extra: &str) -> String {
+    let cluster = format!(
+        "  - name: service\n    type: {kind}\n    connect_timeout: 1s\n{cluster_extra}\n    load_assignment:\n      cluster_name: service\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: service.test, port_value: {port}}}}}}}}}]}}]\n"
+    );
     format!(
-        r#"
-{bootstrap_extra}
-static_resources:
-  listeners:
-  - name: front
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress_http
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: service}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: service
-    type: {kind}
-    connect_timeout: 1s
-{cluster_extra}
-    load_assignment:
-      cluster_name: service
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: service.test, port_value: {port}}}}}}}}}]}}]
-"#
+        "{bootstrap_extra}\n{}",
+        front_bootstrap("", &route("/", "service", ""), &cluster)
     )
 }
 

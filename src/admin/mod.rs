@@ -2,8 +2,11 @@
 //! endpoints, methods, status codes and output formats, served on the main
 //! runtime (never on a data-plane worker).
 //!
-//! Not implemented yet: `admin.access_log` / `access_log_path` (no admin
-//! access log is written), `/runtime_modify` values are shown by `/runtime`
+//! Every admin request is written to `admin.access_log` (the legacy
+//! `access_log_path` arrives there too, turned into a file logger by the
+//! config loader) as Envoy's admin connection manager logs it.
+//!
+//! Not implemented yet: `/runtime_modify` values are shown by `/runtime`
 //! but nothing in legate reads runtime keys, the profilers, `/init_dump`,
 //! `/contention`, `/stats/recentlookups*`, `/tap`, and TLS (`/certs` is empty).
 
@@ -16,13 +19,13 @@ pub mod stats_format;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,10 +33,12 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, ReflectMessage};
 use tokio::sync::Notify;
 
+use crate::access_log::AccessLog;
 use crate::config::Loaded;
 use crate::model::Shared;
 use crate::proto::envoy::config::bootstrap::v3::Bootstrap;
 use crate::stats::{self, HistogramSnapshot};
+use crate::stream_info::StreamInfo;
 
 /// `envoy.admin.v3.ServerInfo.State`, also the `server.state` gauge value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,18 +112,32 @@ pub struct AdminState {
     /// Set by the runtime: drains all listeners, or only the INBOUND ones
     /// (`true`); returns how many it drained.
     pub drain_listeners: Option<DrainListeners>,
+    /// `admin.access_log`, built (files opened) once at startup.
+    access_logs: Vec<AccessLog>,
+    /// Envoy's `LocalInfo` address, which the admin appends to
+    /// `x-forwarded-for` in place of a loopback peer.
+    local_ip: IpAddr,
 }
 
 /// The runtime's listener drain, for `/drain_listeners`.
 pub type DrainListeners = Arc<dyn Fn(bool) -> usize + Send + Sync>;
 
 impl AdminState {
+    /// Fails when an `admin.access_log` entry is invalid or its file cannot
+    /// be opened; the error starts with the field path
+    /// (`admin.access_log[0].typed_config.path: …`).
     pub fn new(
         loaded: &Loaded,
         shared: Shared,
         listeners: Vec<(String, SocketAddr)>,
         concurrency: usize,
-    ) -> AdminState {
+    ) -> Result<AdminState, String> {
+        let access_logs = match &loaded.bootstrap.admin {
+            Some(admin) => {
+                crate::access_log::build_all(&admin.access_log).map_err(|e| format!("admin.{e}"))?
+            }
+            None => Vec::new(),
+        };
         let bootstrap_desc = loaded.dynamic.descriptor();
         // From the typed bootstrap, not `loaded.dynamic`: `--service-node`
         // and friends were applied to the typed one only.
@@ -136,7 +155,7 @@ impl AdminState {
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(5));
-        AdminState {
+        Ok(AdminState {
             bootstrap: loaded.bootstrap.clone(),
             bootstrap_json,
             bootstrap_desc,
@@ -154,7 +173,9 @@ impl AdminState {
             runtime_overrides: Mutex::new(BTreeMap::new()),
             stats_flush_interval,
             drain_listeners: None,
-        }
+            access_logs,
+            local_ip: primary_local_ip(),
+        })
     }
 
     /// LIVE, or DRAINING once health checks are failed or shutdown began
@@ -339,7 +360,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
     let hcm_cx_total = st.counter("http.admin.downstream_cx_total");
     let hcm_cx_active = st.gauge("http.admin.downstream_cx_active");
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("admin: accept failed: {e}");
@@ -353,10 +374,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
         hcm_cx_active.inc();
         let state = state.clone();
         let (cx_active, hcm_cx_active) = (cx_active.clone(), hcm_cx_active.clone());
+        let peer = Peer {
+            remote,
+            local: stream.local_addr().unwrap_or(remote),
+        };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -367,16 +392,33 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AdminState>) {
     }
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The two ends of one admin connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+async fn handle(state: &AdminState, req: Request<Incoming>, peer: Peer) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let st = stats::store();
     st.counter("http.admin.downstream_rq_total").inc();
-    let method = req.method().as_str().to_string();
-    let path_and_query = req
-        .uri()
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_string();
+    let path_and_query = parts
+        .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
+    let mut info =
+        (!state.access_logs.is_empty()).then(|| request_info(&parts, &path_and_query, peer, state.local_ip));
+    // No endpoint reads a body; it is consumed (and counted) before the
+    // answer, as Envoy's admin filter buffers it.
+    let received = body_len(body).await;
+    if let Some(info) = info.as_mut() {
+        info.bytes_received = received;
+        info.mark_last_request_byte();
+    }
     let reply = handlers::dispatch(state, &method, &path_and_query);
     let class = reply.status / 100;
     if (1..=5).contains(&class) {
@@ -385,6 +427,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     st.counter("http.admin.downstream_rq_completed").inc();
     st.histogram("http.admin.downstream_rq_time")
         .record(started.elapsed().as_millis() as u64);
+    let body_bytes = reply.body.len() as u64;
     let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
     *resp.status_mut() = http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::OK);
     let h = resp.headers_mut();
@@ -400,7 +443,88 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         http::header::X_CONTENT_TYPE_OPTIONS,
         http::HeaderValue::from_static("nosniff"),
     );
+    if let Some(mut info) = info {
+        info.response_code = resp.status().as_u16();
+        info.bytes_sent = body_bytes;
+        info.response_headers = Some(resp.headers().clone());
+        info.response_code_details = Some("admin_filter_response".to_string());
+        info.finish();
+        for log in &state.access_logs {
+            log.log(&info);
+        }
+    }
     resp
+}
+
+/// The access-log record of an admin request, with the request headers as
+/// Envoy's admin connection manager leaves them: it uses the remote address
+/// (`use_remote_address: true`), so it appends the peer to
+/// `x-forwarded-for` — its own local address for a loopback peer — and sets
+/// `x-forwarded-proto`.
+fn request_info(parts: &http::request::Parts, path: &str, peer: Peer, local_ip: IpAddr) -> StreamInfo {
+    let mut headers = parts.headers.clone();
+    let xff_ip = if peer.remote.ip().is_loopback() {
+        local_ip
+    } else {
+        peer.remote.ip()
+    };
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev},{xff_ip}"),
+        _ => xff_ip.to_string(),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    StreamInfo::new(
+        parts.method.clone(),
+        path,
+        authority,
+        parts.version,
+        headers,
+        peer.remote,
+        peer.local,
+    )
+}
+
+/// Reads a request body to its end, keeping only its length.
+async fn body_len(mut body: Incoming) -> u64 {
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// The address Envoy's `LocalInfo` reports (`Network::Utility::getLocalAddress`:
+/// the first non-loopback IPv4 address of the host): here the source address
+/// of the default route, found by connecting a UDP socket (nothing is sent);
+/// 127.0.0.1 when there is no route.
+fn primary_local_ip() -> IpAddr {
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 // ---------------------------------------------------------------------------
@@ -483,6 +607,46 @@ mod tests {
         assert!(Query::parse("/stats").0.is_empty());
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+
+    #[test]
+    fn access_log_record_has_envoys_admin_request_headers() {
+        let server: IpAddr = "10.1.2.3".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        let req = |xff: Option<&str>| {
+            let mut b = Request::builder()
+                .method("POST")
+                .uri("/healthcheck/fail?x=1")
+                .version(http::Version::HTTP_11)
+                .header("host", "localhost:9901");
+            if let Some(x) = xff {
+                b = b.header("x-forwarded-for", x);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        // (peer, incoming XFF, logged XFF)
+        let cases = [
+            ("127.0.0.1:5000", None, "10.1.2.3"),
+            ("[::1]:5000", Some("1.1.1.1"), "1.1.1.1,10.1.2.3"),
+            ("192.168.0.7:5000", None, "192.168.0.7"),
+            (
+                "192.168.0.7:5000",
+                Some("1.1.1.1, 2.2.2.2"),
+                "1.1.1.1, 2.2.2.2,192.168.0.7",
+            ),
+        ];
+        for (remote, xff, want) in cases {
+            let remote: SocketAddr = remote.parse().unwrap();
+            let info = request_info(&req(xff), "/healthcheck/fail?x=1", Peer { remote, local }, server);
+            assert_eq!(info.request_headers["x-forwarded-for"], want, "{remote} {xff:?}");
+            assert_eq!(info.request_headers["x-forwarded-proto"], "http");
+            assert_eq!(info.authority, "localhost:9901");
+            assert_eq!(info.path, "/healthcheck/fail?x=1");
+            assert_eq!(info.method, http::Method::POST);
+            assert_eq!(info.downstream_remote_address, remote);
+            assert_eq!(info.downstream_local_address, local);
+        }
+        assert!(!primary_local_ip().is_unspecified());
     }
 
     #[test]

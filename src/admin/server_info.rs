@@ -31,8 +31,10 @@ fn duration_json(d: std::time::Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-/// Envoy's `CommandLineOptions` from our parsed command line (every field
-/// printed, as Envoy prints this message with defaults).
+/// Envoy's `CommandLineOptions` from our parsed command line: every field,
+/// in field-number order, as Envoy prints this message (protobuf's JSON
+/// printer with default values included). Options legate does not have show
+/// Envoy's defaults, except the hot-restart ones (legate has no hot restart).
 fn command_line_options(state: &AdminState) -> Value {
     let args = crate::cli::Args::try_parse_from(&state.args)
         .or_else(|_| crate::cli::Args::try_parse_from(["legate"]))
@@ -58,25 +60,19 @@ fn command_line_options(state: &AdminState) -> Value {
     };
     json!({
         "base_id": a.base_id.to_string(),
-        "use_dynamic_base_id": false,
-        "base_id_path": "",
         "concurrency": state.concurrency,
         "config_path": path(&a.config_path),
         "config_yaml": a.config_yaml.clone().unwrap_or_default(),
         "allow_unknown_static_fields": false,
-        "reject_unknown_dynamic_fields": false,
-        "ignore_unknown_dynamic_fields": false,
         "admin_address_path": "",
         "local_address_ip_version": "v4",
         "log_level": level,
         "component_log_level": a.component_log_level.clone().unwrap_or_default(),
         "log_format": "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v",
-        "log_format_escaped": false,
         "log_path": path(&a.log_path),
         "service_cluster": a.service_cluster.clone().unwrap_or_default(),
         "service_node": a.service_node.clone().unwrap_or_default(),
         "service_zone": a.service_zone.clone().unwrap_or_default(),
-        "drain_strategy": "Gradual",
         "file_flush_interval": "10s",
         "drain_time": format!("{}s", a.drain_time_s),
         "parent_shutdown_time": format!("{}s", a.parent_shutdown_time_s),
@@ -85,12 +81,23 @@ fn command_line_options(state: &AdminState) -> Value {
         "enable_mutex_tracing": false,
         "restart_epoch": a.restart_epoch,
         "cpuset_threads": false,
+        "reject_unknown_dynamic_fields": false,
+        "log_format_escaped": false,
         "disabled_extensions": [],
+        "ignore_unknown_dynamic_fields": false,
+        "use_dynamic_base_id": false,
+        "base_id_path": "",
+        "drain_strategy": "Gradual",
         "enable_fine_grain_logging": false,
         "socket_path": "",
         "socket_mode": 0,
         "enable_core_dump": false,
         "stats_tag": [],
+        "skip_hot_restart_on_no_parent": false,
+        "skip_hot_restart_parent_stats": false,
+        "skip_deprecated_logs": false,
+        "file_flush_min_size": 0,
+        "log_stacktrace_single_entry": false,
     })
 }
 
@@ -110,6 +117,7 @@ pub fn server_info(state: &AdminState, _: &Query) -> Reply {
         "hot_restart_version": "disabled",
         "command_line_options": command_line_options(state),
         "node": node,
+        "hot_restart_initializing": false,
     });
     Reply::json(200, pretty_json(&v))
 }

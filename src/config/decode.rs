@@ -288,6 +288,15 @@ impl Decoder<'_> {
                 msg.set_field_by_name("seconds", PValue::I64(seconds));
                 msg.set_field_by_name("nanos", PValue::I32(nanos));
             }
+            "google.protobuf.Timestamp" => {
+                let (seconds, nanos) = match &node.value {
+                    Value::Str(s) => parse_timestamp(s),
+                    _ => None,
+                }
+                .ok_or_else(|| expected(path, node, "an RFC 3339 time like \"2024-01-31T12:00:00.250Z\""))?;
+                msg.set_field_by_name("seconds", PValue::I64(seconds));
+                msg.set_field_by_name("nanos", PValue::I32(nanos));
+            }
             "google.protobuf.BoolValue"
             | "google.protobuf.UInt32Value"
             | "google.protobuf.Int32Value"
@@ -542,6 +551,31 @@ pub fn parse_duration(s: &str) -> Option<(i64, i32)> {
     })
 }
 
+/// proto3 JSON timestamp: RFC 3339 with an upper-case `T`, up to nine
+/// fractional digits and `Z` or a `±HH:MM` offset, between years 1 and 9999
+/// (protobuf's range), e.g. `2024-01-31T12:00:00.250Z`. Returns seconds and
+/// nanos since the Unix epoch, nanos never negative.
+pub fn parse_timestamp(s: &str) -> Option<(i64, i32)> {
+    // chrono also takes a space or a lower-case `t` between date and time,
+    // and more than nine fractional digits; protobuf takes neither.
+    let (_date, rest) = s.split_at_checked(10)?;
+    let time = rest.strip_prefix('T')?;
+    let frac_len = time
+        .get(8..)
+        .and_then(|t| t.strip_prefix('.'))
+        .map_or(0, |f| f.bytes().take_while(u8::is_ascii_digit).count());
+    if frac_len > 9 {
+        return None;
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    let seconds = t.timestamp();
+    // 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z
+    if !(-62_135_596_800..=253_402_300_799).contains(&seconds) {
+        return None;
+    }
+    Some((seconds, t.timestamp_subsec_nanos() as i32))
+}
+
 fn struct_value_desc(struct_desc: &MessageDescriptor) -> Result<MessageDescriptor, ConfigError> {
     struct_desc
         .parent_pool()
@@ -648,6 +682,50 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_duration(text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn timestamps() {
+        let cases = [
+            ("1970-01-01T00:00:00Z", Some((0, 0))),
+            ("2023-11-14T22:13:20.123Z", Some((1_700_000_000, 123_000_000))),
+            ("2023-11-14T22:13:20.000000001Z", Some((1_700_000_000, 1))),
+            // Offsets are accepted and normalised to UTC.
+            ("2023-11-14T23:13:20+01:00", Some((1_700_000_000, 0))),
+            ("1969-12-31T23:59:59.5Z", Some((-1, 500_000_000))),
+            ("0001-01-01T00:00:00Z", Some((-62_135_596_800, 0))),
+            (
+                "9999-12-31T23:59:59.999999999Z",
+                Some((253_402_300_799, 999_999_999)),
+            ),
+            ("2023-11-14T22:13:20", None),
+            ("2023-11-14 22:13:20Z", None),
+            ("2023-11-14t22:13:20Z", None),
+            ("2023-11-14T22:13:20.1234567891Z", None),
+            ("2023-13-14T22:13:20Z", None),
+            ("1700000000", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_timestamp(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn timestamp_field_decodes_and_bad_text_names_the_field() {
+        let node = crate::config::yaml::parse(
+            "bootstrap: {node: {id: node-1}}\nlast_updated: \"2023-11-14T22:13:20.123Z\"\n",
+        )
+        .unwrap();
+        let (mut w, mut l) = (Vec::new(), HashMap::new());
+        let m = decode("envoy.admin.v3.BootstrapConfigDump", &node, &mut w, &mut l).unwrap();
+        let dump: crate::proto::envoy::admin::v3::BootstrapConfigDump = m.transcode_to().unwrap();
+        let ts = dump.last_updated.unwrap();
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_000_000));
+        let node = crate::config::yaml::parse("last_updated: 1700000000\n").unwrap();
+        let err = decode("envoy.admin.v3.BootstrapConfigDump", &node, &mut w, &mut l).unwrap_err();
+        assert!(err.to_string().contains("last_updated"), "{err}");
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 
     #[test]

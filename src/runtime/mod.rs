@@ -43,6 +43,10 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the main runtime: {e}"))?;
 
+    // Admin access logs open files: fail on them before anything binds.
+    if let Some(admin) = &loaded.bootstrap.admin {
+        crate::access_log::build_all(&admin.access_log).map_err(|e| format!("admin.{e}"))?;
+    }
     // DNS clusters resolve before the listeners accept, as Envoy warms them.
     main_rt.block_on(dns::start(shared.clone()));
 
@@ -157,14 +161,11 @@ fn start_admin(
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!("admin address: {local}");
     crate::admin::warn_if_exposed(local);
-    if !admin.access_log.is_empty() || !matches!(admin.access_log_path.as_str(), "" | "/dev/null") {
-        tracing::warn!("admin.access_log is not implemented yet: admin requests are not logged");
-    }
     let bound = sockets
         .iter()
         .map(|(l, set)| (l.name.clone(), set.local_addr))
         .collect();
-    let mut state = crate::admin::AdminState::new(loaded, shared.clone(), bound, concurrency);
+    let mut state = crate::admin::AdminState::new(loaded, shared.clone(), bound, concurrency)?;
     state.admin_address = Some(local);
     state.drain_listeners = Some(drain_listeners);
     let state = Arc::new(state);

@@ -641,3 +641,358 @@ async fn drain_listeners_stops_inbound_then_all() {
     // The process stays up and the admin still answers.
     assert_eq!(get(admin, "/ready", &[]).await.status, 200);
 }
+
+// ---------------------------------------------------------------------------
+// Admin JSON decoded as Envoy's own admin messages.
+
+/// Decodes an admin JSON body with legate's config loader as the message
+/// `type_name`: every field must exist in that message (or, inside an
+/// `Any`, in the message its `@type` names) and have its proto3 JSON form,
+/// so this proves the body is that Envoy message, not just similar JSON.
+fn decode_admin<M: prost::Message + Default>(type_name: &str, body: &str) -> M {
+    let node = legate::config::yaml::parse(body).unwrap_or_else(|e| panic!("{type_name}: {e:?}\n{body}"));
+    let mut warnings = Vec::new();
+    let mut lines = std::collections::HashMap::new();
+    let msg = legate::config::decode::decode(type_name, &node, &mut warnings, &mut lines)
+        .unwrap_or_else(|e| panic!("{type_name}: {e}\n{body}"));
+    assert!(warnings.is_empty(), "{type_name}: {warnings:?}");
+    msg.transcode_to::<M>()
+        .unwrap_or_else(|e| panic!("{type_name}: {e}"))
+}
+
+/// Unpacks an `Any` known to hold `M`, checking its type URL.
+fn unpack<M: prost::Message + Default>(any: &prost_types::Any, type_name: &str) -> M {
+    assert_eq!(any.type_url, format!("type.googleapis.com/{type_name}"));
+    M::decode(any.value.as_slice()).unwrap_or_else(|e| panic!("{type_name}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_dump_decodes_as_envoy_config_dump() {
+    use legate::proto::envoy::admin::v3 as admin_pb;
+    use legate::proto::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
+    let (legate, admin, o) = start().await;
+    let front = legate.addr("front");
+
+    let r = get(admin, "/config_dump", &[]).await;
+    assert_eq!(r.status, 200);
+    let dump: admin_pb::ConfigDump = decode_admin("envoy.admin.v3.ConfigDump", &r.body);
+    assert_eq!(dump.configs.len(), 6, "{}", r.body);
+
+    let b: admin_pb::BootstrapConfigDump = unpack(&dump.configs[0], "envoy.admin.v3.BootstrapConfigDump");
+    let bootstrap = b.bootstrap.expect("bootstrap");
+    assert_eq!(bootstrap.node.as_ref().map(|n| n.id.as_str()), Some("front-node"));
+    assert_eq!(
+        bootstrap.node.as_ref().map(|n| n.cluster.as_str()),
+        Some("front-cluster")
+    );
+    let updated = b.last_updated.expect("last_updated");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (now - 600..=now).contains(&updated.seconds),
+        "last_updated {updated:?} is the start time"
+    );
+
+    let c: admin_pb::ClustersConfigDump = unpack(&dump.configs[1], "envoy.admin.v3.ClustersConfigDump");
+    assert_eq!(c.static_clusters.len(), 1);
+    let cluster: Cluster = unpack(
+        c.static_clusters[0].cluster.as_ref().expect("cluster"),
+        "envoy.config.cluster.v3.Cluster",
+    );
+    assert_eq!(cluster.name, "service1");
+    assert!(c.static_clusters[0].last_updated.is_some());
+    assert!(c.dynamic_active_clusters.is_empty());
+
+    let l: admin_pb::ListenersConfigDump = unpack(&dump.configs[2], "envoy.admin.v3.ListenersConfigDump");
+    let listener: Listener = unpack(
+        l.static_listeners[0].listener.as_ref().expect("listener"),
+        "envoy.config.listener.v3.Listener",
+    );
+    assert_eq!(listener.name, "front");
+    // The configured address (port 0), not the bound one.
+    assert_ne!(front.port(), 0);
+
+    let _: admin_pb::ScopedRoutesConfigDump =
+        unpack(&dump.configs[3], "envoy.admin.v3.ScopedRoutesConfigDump");
+    let routes: admin_pb::RoutesConfigDump = unpack(&dump.configs[4], "envoy.admin.v3.RoutesConfigDump");
+    let rc: RouteConfiguration = unpack(
+        routes.static_route_configs[0]
+            .route_config
+            .as_ref()
+            .expect("route_config"),
+        "envoy.config.route.v3.RouteConfiguration",
+    );
+    assert_eq!(rc.name, "local_route");
+    assert_eq!(rc.virtual_hosts[0].domains, ["*"]);
+    let _: admin_pb::SecretsConfigDump = unpack(&dump.configs[5], "envoy.admin.v3.SecretsConfigDump");
+
+    // ?include_eds adds the endpoints dump, after the clusters.
+    let r = get(admin, "/config_dump?include_eds", &[]).await;
+    let dump: admin_pb::ConfigDump = decode_admin("envoy.admin.v3.ConfigDump", &r.body);
+    assert_eq!(dump.configs.len(), 7, "{}", r.body);
+    let e: admin_pb::EndpointsConfigDump = unpack(&dump.configs[2], "envoy.admin.v3.EndpointsConfigDump");
+    let cla: ClusterLoadAssignment = unpack(
+        e.static_endpoint_configs[0]
+            .endpoint_config
+            .as_ref()
+            .expect("endpoint_config"),
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    );
+    assert_eq!(cla.cluster_name, "service1");
+    let lb = &cla.endpoints[0].lb_endpoints[0];
+    let Some(legate::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) =
+        &lb.host_identifier
+    else {
+        panic!("an endpoint: {lb:?}");
+    };
+    let addr = ep.address.as_ref().expect("address");
+    let Some(legate::proto::envoy::config::core::v3::address::Address::SocketAddress(sa)) = &addr.address
+    else {
+        panic!("a socket address: {addr:?}");
+    };
+    assert_eq!(sa.address, o.ip().to_string());
+
+    // One element of a repeated field per config.
+    let r = get(admin, "/config_dump?resource=static_clusters", &[]).await;
+    let dump: admin_pb::ConfigDump = decode_admin("envoy.admin.v3.ConfigDump", &r.body);
+    let sc: admin_pb::clusters_config_dump::StaticCluster = unpack(
+        &dump.configs[0],
+        "envoy.admin.v3.ClustersConfigDump.StaticCluster",
+    );
+    assert!(sc.cluster.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_endpoints_decode_as_envoy_admin_messages() {
+    use legate::proto::envoy::admin::v3 as admin_pb;
+    use legate::proto::envoy::config::core::v3::address::Address as A;
+    let (legate, admin, o) = start().await;
+    let front = legate.addr("front");
+    assert_eq!(get(front, "/x", &[]).await.status, 200);
+
+    let r = get(admin, "/server_info", &[]).await;
+    let info: admin_pb::ServerInfo = decode_admin("envoy.admin.v3.ServerInfo", &r.body);
+    assert_eq!(info.state, admin_pb::server_info::State::Live as i32);
+    assert_eq!(info.node.as_ref().map(|n| n.id.as_str()), Some("front-node"));
+    let opts = info.command_line_options.expect("command_line_options");
+    assert_eq!(opts.concurrency, 2);
+    assert_eq!(opts.mode, admin_pb::command_line_options::Mode::Serve as i32);
+    assert_eq!(opts.log_level, "info");
+    assert!(opts.config_path.ends_with("legate.yaml"), "{}", opts.config_path);
+    assert!(info.uptime_current_epoch.is_some());
+
+    let r = get(admin, "/clusters?format=json", &[]).await;
+    let clusters: admin_pb::Clusters = decode_admin("envoy.admin.v3.Clusters", &r.body);
+    let c = &clusters.cluster_statuses[0];
+    assert_eq!(c.name, "service1");
+    assert!(!c.added_via_api);
+    let thresholds = &c.circuit_breakers.as_ref().expect("circuit_breakers").thresholds;
+    assert_eq!(thresholds.len(), 2);
+    assert_eq!(thresholds[0].max_connections, Some(1024));
+    let h = &c.host_statuses[0];
+    let Some(A::SocketAddress(sa)) = h.address.as_ref().and_then(|a| a.address.as_ref()) else {
+        panic!("a socket address: {h:?}");
+    };
+    assert_eq!(sa.address, o.ip().to_string());
+    let rq_total = h.stats.iter().find(|s| s.name == "rq_total").expect("rq_total");
+    assert_eq!(rq_total.value, 1);
+    assert_eq!(rq_total.r#type, admin_pb::simple_metric::Type::Counter as i32);
+    let rq_active = h.stats.iter().find(|s| s.name == "rq_active").expect("rq_active");
+    assert_eq!(rq_active.r#type, admin_pb::simple_metric::Type::Gauge as i32);
+    assert_eq!(
+        h.health_status.as_ref().map(|s| s.eds_health_status),
+        Some(legate::proto::envoy::config::core::v3::HealthStatus::Healthy as i32)
+    );
+
+    let r = get(admin, "/listeners?format=json", &[]).await;
+    let listeners: admin_pb::Listeners = decode_admin("envoy.admin.v3.Listeners", &r.body);
+    let l = &listeners.listener_statuses[0];
+    assert_eq!(l.name, "front");
+    let Some(A::SocketAddress(sa)) = l.local_address.as_ref().and_then(|a| a.address.as_ref()) else {
+        panic!("a socket address: {l:?}");
+    };
+    assert_eq!(
+        sa.port_specifier,
+        Some(
+            legate::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(u32::from(
+                front.port()
+            ))
+        )
+    );
+
+    let r = get(admin, "/memory", &[]).await;
+    let m: admin_pb::Memory = decode_admin("envoy.admin.v3.Memory", &r.body);
+    assert!(m.allocated > 0);
+}
+
+// ---------------------------------------------------------------------------
+// admin.access_log
+
+/// [`config`] with `admin_extra` lines added to the `admin:` block (2-space indent).
+fn config_with_admin(origin: SocketAddr, admin_extra: &str) -> String {
+    config(origin).replacen("admin:\n", &format!("admin:\n{admin_extra}"), 1)
+}
+
+fn file_logger(path: &std::path::Path, extra: &str) -> String {
+    format!(
+        "  access_log:\n  - name: envoy.access_loggers.file\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n      path: {}\n{extra}",
+        path.display()
+    )
+}
+
+/// Envoy's default access-log line for one admin request: no upstream, no
+/// request id (the admin generates none), `x-forwarded-for` set by the
+/// admin's connection manager (which uses the remote address).
+fn default_line_regex(
+    method: &str,
+    path: &str,
+    code: u16,
+    received: u64,
+    sent: u64,
+    ua: &str,
+) -> regex::Regex {
+    regex::Regex::new(&format!(
+        r#"^\[\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\] "{method} {path} HTTP/1\.1" {code} - {received} {sent} \d+ - "(?P<xff>[^"]+)" "{ua}" "-" "127\.0\.0\.1:\d+" "-"$"#,
+        path = regex::escape(path),
+        ua = regex::escape(ua),
+    ))
+    .expect("regex")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_are_access_logged() {
+    let logs = super::support::Dir::new();
+    let log_path = logs.0.path().join("admin.log");
+    let o = origin::start("service1").await;
+    let mut legate = Legate::start(&config_with_admin(o, &file_logger(&log_path, "")), &[]);
+    let admin = legate.admin.expect("admin address");
+
+    let r = get(admin, "/ready", &[("user-agent", "curl/8.0")]).await;
+    assert_eq!(r.body, "LIVE\n");
+    let r = send(
+        admin,
+        "POST",
+        "/healthcheck/ok",
+        &[],
+        Bytes::from_static(b"hello"),
+        false,
+    )
+    .await;
+    assert_eq!(r.body, "OK\n");
+    // Data-plane requests go to the listener's logs, not the admin's.
+    assert_eq!(get(legate.addr("front"), "/x", &[]).await.status, 200);
+
+    // Lines reach the file within about a second, and at exit for sure.
+    assert!(
+        legate.terminate().is_some_and(|s| s.success()),
+        "legate exits 0 on SIGTERM"
+    );
+    let text = std::fs::read_to_string(&log_path).expect("the admin access log exists");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let want = [
+        default_line_regex("GET", "/ready", 200, 0, 5, "curl/8.0"),
+        default_line_regex("POST", "/healthcheck/ok", 200, 5, 3, "-"),
+    ];
+    for (line, re) in lines.iter().zip(&want) {
+        let caps = re
+            .captures(line)
+            .unwrap_or_else(|| panic!("`{line}` does not match {}", re.as_str()));
+        // A loopback client is replaced by the server's own address, as Envoy does.
+        let xff: std::net::IpAddr = caps["xff"].parse().expect("x-forwarded-for is one IP");
+        assert!(xff.is_ipv4(), "{xff}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_access_log_path_and_custom_formats() {
+    let logs = super::support::Dir::new();
+    let legacy = logs.0.path().join("legacy.log");
+    let custom = logs.0.path().join("custom.log");
+    let o = origin::start("service1").await;
+    // The legacy field and a v3 logger side by side; the v3 one with its
+    // own format and a filter that keeps only errors.
+    let extra = format!(
+        "  access_log_path: {}\n{}",
+        legacy.display(),
+        file_logger(
+            &custom,
+            "      log_format:\n        text_format_source:\n          inline_string: \"%RESPONSE_CODE% %REQ(:PATH)% %BYTES_RECEIVED% %RESPONSE_CODE_DETAILS% %REQ(X-FORWARDED-PROTO)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\\n\"\n    filter:\n      status_code_filter:\n        comparison: {op: GE, value: {default_value: 400, runtime_key: admin_errors}}\n"
+        )
+    );
+    let mut legate = Legate::start(&config_with_admin(o, &extra), &[]);
+    let admin = legate.admin.expect("admin address");
+    let ready = get(admin, "/ready", &[]).await;
+    assert_eq!(ready.status, 200);
+    let nope = get(admin, "/nope?x=1", &[]).await;
+    assert_eq!(nope.status, 404);
+    // A state-changing endpoint with GET: Envoy's 405.
+    let fail = get(admin, "/healthcheck/fail", &[]).await;
+    assert_eq!(fail.status, 405);
+    assert!(legate.terminate().is_some_and(|s| s.success()));
+
+    let text = std::fs::read_to_string(&legacy).expect("access_log_path is written");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let want = [
+        ("/ready", ready),
+        ("/nope?x=1", nope),
+        ("/healthcheck/fail", fail),
+    ];
+    for (line, (path, reply)) in lines.iter().zip(&want) {
+        let re = default_line_regex("GET", path, reply.status, 0, reply.body.len() as u64, "-");
+        assert!(re.is_match(line), "`{line}` does not match {}", re.as_str());
+    }
+    let text = std::fs::read_to_string(&custom).expect("custom log");
+    assert_eq!(
+        text,
+        "404 /nope?x=1 0 admin_filter_response http 127.0.0.1\n\
+         405 /healthcheck/fail 0 admin_filter_response http 127.0.0.1\n"
+    );
+}
+
+#[test]
+fn bad_admin_access_log_fails_startup_with_the_field_path() {
+    let dir = super::support::Dir::new();
+    let log = dir.0.path().join("a.log");
+    let origin: SocketAddr = "127.0.0.1:9".parse().expect("address");
+    let cases = [
+        (
+            file_logger(&log, "      format: \"%NOPE%\\n\"\n"),
+            "admin.access_log[0].typed_config.format: unknown or unsupported command operator `%NOPE%`",
+        ),
+        (
+            file_logger(&dir.0.path().join("missing/dir/a.log"), ""),
+            "admin.access_log[0].typed_config.path: cannot open",
+        ),
+    ];
+    for (extra, want) in cases {
+        let path = dir.write("bad.yaml", &config_with_admin(origin, &extra));
+        let mut child = std::process::Command::new(super::support::legate_bin())
+            .args(["-c", path.to_str().expect("utf-8"), "--concurrency", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start legate");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("legate kept running with a bad admin access log ({want})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(want), "`{want}` in:\n{stderr}");
+    }
+}

@@ -205,6 +205,32 @@ enum Output {
     File(File),
 }
 
+/// Envoy's `filesystem.*` stats for access-log files, updated by the
+/// writer threads (never by a data-plane worker).
+struct FsStats {
+    write_buffered: std::sync::Arc<crate::stats::Counter>,
+    write_completed: std::sync::Arc<crate::stats::Counter>,
+    write_failed: std::sync::Arc<crate::stats::Counter>,
+    flushed_by_timer: std::sync::Arc<crate::stats::Counter>,
+    reopen_failed: std::sync::Arc<crate::stats::Counter>,
+    write_total_buffered: std::sync::Arc<crate::stats::Gauge>,
+}
+
+fn fs_stats() -> &'static FsStats {
+    static S: std::sync::OnceLock<FsStats> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let st = crate::stats::store();
+        FsStats {
+            write_buffered: st.counter("filesystem.write_buffered"),
+            write_completed: st.counter("filesystem.write_completed"),
+            write_failed: st.counter("filesystem.write_failed"),
+            flushed_by_timer: st.counter("filesystem.flushed_by_timer"),
+            reopen_failed: st.counter("filesystem.reopen_failed"),
+            write_total_buffered: st.gauge("filesystem.write_total_buffered"),
+        }
+    })
+}
+
 struct WriterThread {
     target: Target,
     rx: Receiver<Msg>,
@@ -226,6 +252,8 @@ impl WriterThread {
             };
             match msg {
                 Ok(Msg::Line(line)) => {
+                    fs_stats().write_buffered.inc();
+                    fs_stats().write_total_buffered.add(line.len() as i64);
                     self.buf.extend_from_slice(line.as_bytes());
                     if self.buf.len() >= BUFFER_BYTES {
                         self.write_out();
@@ -236,7 +264,10 @@ impl WriterThread {
                     let _ = ack.send(());
                 }
                 Ok(Msg::Reopen) => {}
-                Err(RecvTimeoutError::Timeout) => self.write_out(),
+                Err(RecvTimeoutError::Timeout) => {
+                    fs_stats().flushed_by_timer.inc();
+                    self.write_out();
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write_out();
                     return;
@@ -275,14 +306,19 @@ impl WriterThread {
             }
             Output::File(f) => f.write_all(&self.buf),
         };
+        fs_stats().write_total_buffered.sub(self.buf.len() as i64);
         self.buf.clear();
         match result {
-            Ok(()) => self.failing = false,
-            Err(e) if !self.failing => {
+            Ok(()) => {
+                fs_stats().write_completed.inc();
+                self.failing = false;
+            }
+            Err(_) if self.failing => fs_stats().write_failed.inc(),
+            Err(e) => {
+                fs_stats().write_failed.inc();
                 self.failing = true;
                 tracing::warn!(target = %self.target, error = %e, "cannot write access log; dropping lines until it recovers");
             }
-            Err(_) => {}
         }
     }
 
@@ -290,7 +326,10 @@ impl WriterThread {
         if let (Output::File(f), Target::File(path)) = (&mut self.out, &self.target) {
             match open_file(path) {
                 Ok(new) => *f = new,
-                Err(e) => tracing::warn!("{e}; still writing to the old file"),
+                Err(e) => {
+                    fs_stats().reopen_failed.inc();
+                    tracing::warn!("{e}; still writing to the old file");
+                }
             }
         }
     }

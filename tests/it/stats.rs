@@ -84,3 +84,44 @@ async fn requests_are_counted_under_envoy_names() {
     assert!(s.contains_key("server.total_connections"));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_files_count_filesystem_stats() {
+    let o = origin::start("service1").await;
+    let dir = super::support::Dir::new();
+    let log = dir.0.path().join("access.log");
+    let hcm = format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n",
+        log.display()
+    );
+    let config = front_bootstrap(
+        &hcm,
+        &route("/", "service1", ""),
+        &static_cluster("service1", o, ""),
+    ) + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+    let legate = Legate::start(&config, &[]);
+    let admin = legate.admin.expect("admin address");
+    for _ in 0..4 {
+        assert_eq!(get(legate.addr("front"), "/", &[]).await.status, 200);
+    }
+    // The writer thread counts lines as it takes them, and writes within
+    // about a second: wait (bounded) for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = stats(admin).await;
+        let n = |k: &str| s.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if n("filesystem.write_buffered") >= 4 && n("filesystem.write_completed") >= 1 {
+            assert_eq!(n("filesystem.write_failed"), 0);
+            assert!(
+                s.contains_key("filesystem.flushed_by_timer") && s.contains_key("filesystem.reopen_failed")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "filesystem stats did not move: {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 4);
+}

@@ -159,9 +159,10 @@ pub fn clusters_text(state: &AdminState) -> String {
             // No active health checking or outlier detection yet.
             let _ = writeln!(out, "{n}::{a}::health_flags::healthy");
             let _ = writeln!(out, "{n}::{a}::weight::{}", h.weight);
-            let _ = writeln!(out, "{n}::{a}::region::");
-            let _ = writeln!(out, "{n}::{a}::zone::");
-            let _ = writeln!(out, "{n}::{a}::sub_zone::");
+            let l = &h.locality;
+            let _ = writeln!(out, "{n}::{a}::region::{}", l.region);
+            let _ = writeln!(out, "{n}::{a}::zone::{}", l.zone);
+            let _ = writeln!(out, "{n}::{a}::sub_zone::{}", l.sub_zone);
             let _ = writeln!(out, "{n}::{a}::canary::false");
             let _ = writeln!(out, "{n}::{a}::priority::{}", h.priority);
             let _ = writeln!(out, "{n}::{a}::success_rate::-1");
@@ -227,7 +228,18 @@ pub fn clusters_json(state: &AdminState) -> Value {
                 if h.priority != 0 {
                     hs.insert("priority".into(), Value::from(h.priority));
                 }
-                hs.insert("locality".into(), json!({}));
+                // Envoy's JSON leaves default (empty) fields out.
+                let mut locality = serde_json::Map::new();
+                for (k, v) in [
+                    ("region", &h.locality.region),
+                    ("zone", &h.locality.zone),
+                    ("sub_zone", &h.locality.sub_zone),
+                ] {
+                    if !v.is_empty() {
+                        locality.insert(k.into(), Value::from(v.as_str()));
+                    }
+                }
+                hs.insert("locality".into(), Value::Object(locality));
                 Value::Object(hs)
             })
             .collect();

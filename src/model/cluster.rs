@@ -70,6 +70,16 @@ pub struct EndpointSpec {
     pub weight: u32,
     pub priority: u32,
     pub hostname: String,
+    pub locality: Locality,
+}
+
+/// Where an endpoint runs (`/clusters` prints it; locality-aware load
+/// balancing will use it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
 }
 
 /// One upstream host.
@@ -80,6 +90,7 @@ pub struct Host {
     pub priority: u32,
     /// The name it was resolved from (for `auto_host_rewrite`), or the endpoint's `hostname`.
     pub hostname: String,
+    pub locality: Locality,
     pub stats: HostStats,
 }
 
@@ -110,9 +121,16 @@ impl std::fmt::Debug for HostStats {
 }
 
 impl Host {
+    /// The endpoint's locality, for hosts built from an [`EndpointSpec`].
+    pub fn with_locality(mut self, locality: &Locality) -> Host {
+        self.locality = locality.clone();
+        self
+    }
+
     pub fn new(addr: SocketAddr, weight: u32, priority: u32, hostname: String) -> Host {
         Host {
             addr,
+            locality: Locality::default(),
             weight,
             priority,
             hostname,
@@ -398,6 +416,15 @@ impl Cluster {
                         weight: lb_ep.load_balancing_weight.unwrap_or(1).max(1),
                         priority: locality.priority,
                         hostname: e.hostname.clone(),
+                        locality: locality
+                            .locality
+                            .as_ref()
+                            .map(|l| Locality {
+                                region: l.region.clone(),
+                                zone: l.zone.clone(),
+                                sub_zone: l.sub_zone.clone(),
+                            })
+                            .unwrap_or_default(),
                     });
                 }
             }
@@ -460,12 +487,9 @@ pub fn static_hosts(endpoints: &[EndpointSpec], lb: LbPolicy) -> Result<HostSet,
         } else {
             e.hostname.clone()
         };
-        hosts.push(Arc::new(Host::new(
-            SocketAddr::new(ip, e.port),
-            e.weight,
-            e.priority,
-            hostname,
-        )));
+        hosts.push(Arc::new(
+            Host::new(SocketAddr::new(ip, e.port), e.weight, e.priority, hostname).with_locality(&e.locality),
+        ));
     }
     Ok(HostSet::with_lb(hosts, lb))
 }

@@ -444,7 +444,9 @@ fn next_hosts(discovery: Discovery, target: &Target, resolved: &Resolved) -> Opt
             .map(|addr| match target.hosts.iter().find(|h| h.addr == addr) {
                 // A host that is still there keeps its Arc, and so its stats.
                 Some(h) => h.clone(),
-                None => Arc::new(Host::new(addr, e.weight, e.priority, name.clone())),
+                None => {
+                    Arc::new(Host::new(addr, e.weight, e.priority, name.clone()).with_locality(&e.locality))
+                }
             })
             .collect(),
     )
@@ -611,6 +613,7 @@ mod tests {
                 weight: 1,
                 priority: 0,
                 hostname: String::new(),
+                locality: Default::default(),
             },
             hosts: addrs
                 .iter()

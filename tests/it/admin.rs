@@ -996,3 +996,33 @@ fn bad_admin_access_log_fails_startup_with_the_field_path() {
         assert!(stderr.contains(want), "`{want}` in:\n{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_show_endpoint_localities() {
+    let o = origin::start("service1").await;
+    let cluster = format!(
+        "  - name: local\n    type: STATIC\n    load_assignment:\n      cluster_name: local\n      endpoints:\n      - locality: {{region: eu-west, zone: eu-west-1a, sub_zone: rack7}}\n        lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]\n",
+        o.port()
+    );
+    let config = super::support::front_bootstrap("", &super::support::route("/", "local", ""), &cluster)
+        + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+    let legate = Legate::start(&config, &[]);
+    let admin = legate.admin.expect("admin");
+    let text = get(admin, "/clusters", &[]).await.body;
+    let host = format!("local::127.0.0.1:{}::", o.port());
+    for line in ["region::eu-west", "zone::eu-west-1a", "sub_zone::rack7"] {
+        assert!(
+            text.contains(&format!("{host}{line}\n")),
+            "{line} missing:\n{text}"
+        );
+    }
+    let json = get(admin, "/clusters?format=json", &[]).await.json();
+    let locality = &json["cluster_statuses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "local"))
+        .expect("cluster local")["host_statuses"][0]["locality"];
+    assert_eq!(
+        locality,
+        &serde_json::json!({"region": "eu-west", "zone": "eu-west-1a", "sub_zone": "rack7"})
+    );
+}

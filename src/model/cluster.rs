@@ -1,6 +1,7 @@
 //! A cluster as the data plane uses it: how to reach its hosts, which
 //! protocol to speak, and the load balancer that picks a host.
 
+use super::duration;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -343,10 +344,6 @@ pub struct Cluster {
     pub eds_service_name: String,
     pub hosts: Arc<HostSet>,
     pub stats: Arc<super::stats::ClusterStats>,
-}
-
-fn duration(d: &prost_types::Duration) -> Duration {
-    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
 impl Cluster {

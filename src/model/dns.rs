@@ -15,6 +15,7 @@
 //!   servers; legate's default is the system resolver (getaddrinfo), which
 //!   also honours /etc/hosts and nsswitch.
 
+use super::duration;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,10 +127,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         message: message.into(),
         not_supported: false,
     }
-}
-
-fn duration(d: &prost_types::Duration) -> Duration {
-    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
 impl ClusterDns {

@@ -1,5 +1,6 @@
 //! A listener and its HTTP connection manager, as the data plane uses them.
 
+use super::duration;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,10 +92,6 @@ pub struct Listener {
     /// `traffic_direction: INBOUND` (for `/drain_listeners?inboundonly`).
     pub inbound: bool,
     pub access_logs: Vec<crate::access_log::AccessLog>,
-}
-
-fn duration(d: &prost_types::Duration) -> Duration {
-    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
 /// `None` when the duration is set to 0 (disabled), the default when unset.

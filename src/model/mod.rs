@@ -19,6 +19,12 @@ use cluster::Cluster;
 use listener::Listener;
 use route_table::RouteTable;
 
+/// A proto Duration as a std one. Negative values (which the validator
+/// rejects where Envoy does) clamp to zero rather than wrap.
+pub fn duration(d: &prost_types::Duration) -> std::time::Duration {
+    std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
 /// Everything the workers read, replaced as a whole. Parts that did not
 /// change are shared with the previous snapshot by `Arc`.
 #[derive(Debug, Default)]

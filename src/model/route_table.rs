@@ -2,6 +2,7 @@
 //! matching as Envoy does them. Pure functions over plain data, so the
 //! decisions are table-tested without sockets.
 
+use super::duration;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -197,10 +198,6 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
-}
-
-fn duration(d: &prost_types::Duration) -> Duration {
-    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
 /// Anchors a user regex so it must match the whole input, as RE2 full match.

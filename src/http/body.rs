@@ -17,7 +17,29 @@ use crate::stream_info::{ResponseFlags, StreamInfo};
 /// `%BYTES_RECEIVED%`.
 pub struct RequestBody {
     pub inner: Incoming,
-    pub received: Arc<AtomicU64>,
+    pub received: Arc<RequestProgress>,
+}
+
+/// How much of a downstream request body has been passed upstream, and
+/// whether all of it has (`request_timeout` is disarmed then).
+#[derive(Debug, Default)]
+pub struct RequestProgress {
+    bytes: AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl RequestProgress {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Body for RequestBody {
@@ -29,10 +51,19 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &poll {
-            if let Some(data) = frame.data_ref() {
-                self.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.received
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if self.inner.is_end_stream() {
+                    self.received.done.store(true, Ordering::Relaxed);
+                }
             }
+            Poll::Ready(None) => self.received.done.store(true, Ordering::Relaxed),
+            _ => {}
         }
         poll
     }
@@ -81,7 +112,7 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     info: Option<Box<StreamInfo>>,
-    received: Option<Arc<AtomicU64>>,
+    received: Option<Arc<RequestProgress>>,
     on_complete: Option<OnComplete>,
     idle: Option<Idle>,
     /// The upstream HTTP/1.1 connection, back to its pool once this body
@@ -120,7 +151,7 @@ impl ResponseBody {
     pub fn with_completion(
         mut self,
         info: StreamInfo,
-        received: Option<Arc<AtomicU64>>,
+        received: Option<Arc<RequestProgress>>,
         on_complete: OnComplete,
     ) -> Self {
         self.info = Some(Box::new(info));
@@ -145,7 +176,7 @@ impl ResponseBody {
     fn complete(&mut self) {
         if let (Some(mut info), Some(done)) = (self.info.take(), self.on_complete.take()) {
             if let Some(r) = &self.received {
-                info.bytes_received = r.load(Ordering::Relaxed);
+                info.bytes_received = r.bytes();
             }
             info.end = Some(info.start.elapsed());
             done(*info);

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{RequestBody, ResponseBody};
+use super::body::{RequestBody, RequestProgress, ResponseBody};
 use super::headers::{self as hdr, RequestId};
 use super::local_reply::{self, connect_failure_body, reply};
 use super::upstream;
@@ -42,7 +42,7 @@ pub struct ConnInfo {
 /// A finished response and the record to log when its body ends.
 struct Outcome {
     response: Response<ResponseBody>,
-    received: Option<Arc<AtomicU64>>,
+    received: Option<Arc<RequestProgress>>,
 }
 
 pub async fn handle(
@@ -517,14 +517,32 @@ async fn forward(
         (None, Some(i)) => (Some(i), true),
         (t, _) => (t, false),
     };
+    // `request_timeout`: the whole request must have been received by then
+    // (Envoy's 408), unless the response started first.
+    let request_deadline = hcm
+        .request_timeout
+        .map(|t| tokio::time::Instant::from_std(info.start) + t);
+    let send = within_request_timeout(
+        upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req),
+        request_deadline,
+        received.clone(),
+    );
     let result = match wait {
-        Some(t) => match tokio::time::timeout(
-            t,
-            upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req),
-        )
-        .await
-        {
-            Ok(r) => r,
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(RequestTimedOut)) => {
+                in_flight.finish(408);
+                hcm.stats.downstream_rq_timeout.inc();
+                let mut o = local(
+                    info,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout",
+                    None,
+                    "request_overall_timeout",
+                );
+                o.received = Some(received);
+                return o;
+            }
             Err(_) if idle_first => {
                 in_flight.finish(408);
                 let mut o = local(
@@ -552,7 +570,22 @@ async fn forward(
                 return o;
             }
         },
-        None => upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req).await,
+        None => match send.await {
+            Ok(r) => r,
+            Err(RequestTimedOut) => {
+                in_flight.finish(408);
+                hcm.stats.downstream_rq_timeout.inc();
+                let mut o = local(
+                    info,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout",
+                    None,
+                    "request_overall_timeout",
+                );
+                o.received = Some(received);
+                return o;
+            }
+        },
     };
     let (mut response, upstream_lease) = match result {
         Ok((r, lease)) => {
@@ -620,6 +653,32 @@ async fn forward(
     }
 }
 
+/// `request_timeout` passed before the whole request was received.
+struct RequestTimedOut;
+
+/// Runs `send` (the upstream exchange) and fails with [`RequestTimedOut`]
+/// when `deadline` passes while the downstream request body is still
+/// incomplete; once it is complete the deadline no longer applies.
+async fn within_request_timeout<F: std::future::Future>(
+    send: F,
+    deadline: Option<tokio::time::Instant>,
+    progress: Arc<RequestProgress>,
+) -> Result<F::Output, RequestTimedOut> {
+    let Some(deadline) = deadline else {
+        return Ok(send.await);
+    };
+    tokio::pin!(send);
+    tokio::select! {
+        out = &mut send => return Ok(out),
+        _ = tokio::time::sleep_until(deadline) => {}
+    }
+    if progress.is_done() {
+        Ok(send.await)
+    } else {
+        Err(RequestTimedOut)
+    }
+}
+
 /// The response flag, Envoy's reset reason and the transport failure
 /// reason for a failed upstream request.
 fn classify(e: &upstream::SendError) -> (ResponseFlags, &'static str, Option<String>) {
@@ -660,7 +719,7 @@ fn build_upstream_request(
     upgrading: bool,
     route_timeout: Option<std::time::Duration>,
     h2: bool,
-) -> Result<(Request<RequestBody>, Arc<AtomicU64>), String> {
+) -> Result<(Request<RequestBody>, Arc<RequestProgress>), String> {
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     hdr::remove_hop_by_hop(&mut headers, upgrading);
@@ -761,7 +820,11 @@ fn build_upstream_request(
         // HTTP/2 carries the host as `:authority` (from the URI), not `host`.
         headers.remove(header::HOST);
     }
-    let received = Arc::new(AtomicU64::new(0));
+    // A body-less request is complete from the start.
+    let received = Arc::new(RequestProgress::default());
+    if hyper::body::Body::is_end_stream(&body) {
+        received.mark_done();
+    }
     let mut builder = Request::builder().method(parts.method).uri(uri);
     if let Some(h) = builder.headers_mut() {
         *h = headers;

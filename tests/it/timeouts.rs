@@ -122,3 +122,27 @@ async fn max_requests_per_connection_closes_after_the_last_one() {
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     assert_eq!(text.matches("connection: close").count(), 1, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_is_408_when_the_body_does_not_arrive() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(&config(o, "", "          request_timeout: 0.3s\n"), &[]);
+    let front = legate.addr("front");
+    // Half a body, then silence: the request never completes.
+    let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.ends_with("request timeout"), "{text}");
+    // A complete request is not affected by the same timeout, even when the
+    // origin takes longer than it to answer.
+    let r = get(front, "/?sleep_ms=600", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -404,3 +404,18 @@ async fn the_current_front_proxy_example_serves_without_its_tls_listener() {
     let r = get(admin, "/stats?filter=http.ingress_http.downstream_rq_2xx", &[]).await;
     assert_eq!(r.body, "http.ingress_http.downstream_rq_2xx: 2\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_serves() {
+    let o = origin::start("o").await;
+    let config = front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, "")).replace(
+        "address: 127.0.0.1, port_value: 0",
+        "address: \"::1\", port_value: 0",
+    );
+    let legate = Legate::start(&config, &[]);
+    let front = legate.addr("front");
+    assert!(front.is_ipv6(), "{front}");
+    let r = get(front, "/v6", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["uri"], "/v6");
+}

@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -33,7 +34,7 @@ use crate::model::stats::ClusterStats;
 const MAX_IDLE_PER_HOST: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Key {
+pub struct Key {
     cluster: u64,
     addr: SocketAddr,
 }
@@ -41,7 +42,24 @@ struct Key {
 #[derive(Default)]
 struct HostPool {
     idle: Vec<(http1::SendRequest<RequestBody>, Instant)>,
-    h2: Option<http2::SendRequest<RequestBody>>,
+    /// HTTP/2 connections; another one is opened when every one carries
+    /// `h2_max_streams`.
+    h2: Vec<Arc<H2Conn>>,
+}
+
+/// An HTTP/2 connection and its open streams. Requests that arrive while it
+/// is being established reserve a stream and wait for it (the `OnceCell`),
+/// so a burst does not open one connection per request.
+#[derive(Default)]
+struct H2Conn {
+    sender: tokio::sync::OnceCell<http2::SendRequest<RequestBody>>,
+    open: AtomicU32,
+}
+
+impl H2Conn {
+    fn is_closed(&self) -> bool {
+        self.sender.get().is_some_and(|s| s.is_closed())
+    }
 }
 
 thread_local! {
@@ -59,24 +77,38 @@ pub enum SendError {
     Request(hyper::Error),
 }
 
-/// An HTTP/1.1 connection lent to one request; back to the pool when the
-/// response body has been read to its end ([`Lease::release`]); closed if
-/// dropped before that.
-pub struct Lease {
-    key: Key,
-    sender: http1::SendRequest<RequestBody>,
+/// What a response holds of its upstream connection until its body ends:
+/// an HTTP/1.1 connection lent to it (back to the pool on
+/// [`Lease::release`], closed if dropped before), or its place among an
+/// HTTP/2 connection's open streams (given back when dropped).
+pub enum Lease {
+    H1 {
+        key: Key,
+        sender: http1::SendRequest<RequestBody>,
+    },
+    H2(StreamSlot),
+}
+
+/// One open (or reserved) stream on an HTTP/2 connection.
+pub struct StreamSlot(Arc<H2Conn>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Lease {
     pub fn release(self) {
-        if self.sender.is_closed() {
+        let Lease::H1 { key, sender } = self else { return };
+        if sender.is_closed() {
             return;
         }
         POOLS.with(|p| {
             let mut pools = p.borrow_mut();
-            let pool = pools.entry(self.key).or_default();
+            let pool = pools.entry(key).or_default();
             if pool.idle.len() < MAX_IDLE_PER_HOST {
-                pool.idle.push((self.sender, Instant::now()));
+                pool.idle.push((sender, Instant::now()));
             }
         });
     }
@@ -96,16 +128,32 @@ pub async fn send(
         addr: host.addr,
     };
     if h2 {
-        let mut sender = match POOLS.with(|p| p.borrow().get(&key).and_then(|pool| pool.h2.clone())) {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                let s = connect_h2(cluster, host).await?;
-                POOLS.with(|p| p.borrow_mut().entry(key).or_default().h2 = Some(s.clone()));
-                s
-            }
-        };
+        let max = cluster.h2_max_streams;
+        // A live connection with a free stream (possibly still connecting),
+        // else a new one; the stream is reserved before any await.
+        let conn = POOLS.with(|p| {
+            let mut pools = p.borrow_mut();
+            let pool = pools.entry(key).or_default();
+            pool.h2.retain(|c| !c.is_closed());
+            let conn = match pool.h2.iter().find(|c| c.open.load(Ordering::Relaxed) < max) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(H2Conn::default());
+                    pool.h2.push(c.clone());
+                    c
+                }
+            };
+            conn.open.fetch_add(1, Ordering::Relaxed);
+            conn
+        });
+        let slot = StreamSlot(conn.clone());
+        let mut sender = conn
+            .sender
+            .get_or_try_init(|| connect_h2(cluster, host))
+            .await?
+            .clone();
         let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        return Ok((resp, None));
+        return Ok((resp, Some(Lease::H2(slot))));
     }
 
     let mut req = req;
@@ -118,7 +166,7 @@ pub async fn send(
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, (!upgrade).then_some(Lease { key, sender }))),
+            Ok(resp) => return Ok((resp, (!upgrade).then_some(Lease::H1 { key, sender }))),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
                 None => return Err(SendError::Request(e.into_error())),
@@ -133,7 +181,7 @@ pub async fn send(
     cluster.stats.upstream_rq_pending_active.dec();
     let mut sender = connected?;
     let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-    Ok((resp, (!upgrade).then_some(Lease { key, sender })))
+    Ok((resp, (!upgrade).then_some(Lease::H1 { key, sender })))
 }
 
 async fn tcp(cluster: &Cluster, host: &Arc<Host>, h2: bool) -> Result<TokioIo<Counted>, SendError> {

@@ -333,6 +333,9 @@ pub struct Cluster {
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
     pub protocol: Protocol,
+    /// Streams per upstream HTTP/2 connection before another is opened
+    /// (`http2_protocol_options.max_concurrent_streams`, Envoy's default 2^31-1).
+    pub h2_max_streams: u32,
     pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
     pub dns_refresh: Duration,
@@ -356,6 +359,7 @@ impl Cluster {
             lb: self.lb,
             connect_timeout: self.connect_timeout,
             protocol: self.protocol,
+            h2_max_streams: self.h2_max_streams,
             idle_timeout: self.idle_timeout,
             max_requests_per_connection: self.max_requests_per_connection,
             dns_refresh: self.dns_refresh,
@@ -387,7 +391,7 @@ impl Cluster {
             Ok(cluster::DnsLookupFamily::All) => DnsFamily::All,
             _ => DnsFamily::Auto,
         };
-        let (protocol, idle_timeout, max_requests) = protocol_options(c)?;
+        let (protocol, idle_timeout, max_requests, h2_max_streams) = protocol_options(c)?;
         let mut endpoints = Vec::new();
         if let Some(la) = &c.load_assignment {
             for locality in &la.endpoints {
@@ -444,6 +448,7 @@ impl Cluster {
                 .map(duration)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             protocol,
+            h2_max_streams,
             idle_timeout,
             max_requests_per_connection: max_requests,
             dns_refresh: c
@@ -589,7 +594,13 @@ pub fn maglev_config_error(size: u64) -> Option<(&'static str, String)> {
 /// Upstream protocol, idle timeout and requests per connection, from
 /// `typed_extension_protocol_options` (the v2 cluster fields were folded
 /// into it by the loader).
-fn protocol_options(c: &PCluster) -> Result<(Protocol, Option<Duration>, Option<u32>), String> {
+/// Envoy's default `max_concurrent_streams` for HTTP/2.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 2_147_483_647;
+
+type ProtocolOptions = (Protocol, Option<Duration>, Option<u32>, u32);
+
+fn protocol_options(c: &PCluster) -> Result<ProtocolOptions, String> {
+    let mut h2_max_streams = DEFAULT_H2_MAX_STREAMS;
     let mut protocol = Protocol::Http1;
     let mut idle = Some(DEFAULT_IDLE_TIMEOUT);
     let mut max_requests = c.max_requests_per_connection;
@@ -600,7 +611,10 @@ fn protocol_options(c: &PCluster) -> Result<(Protocol, Option<Duration>, Option<
         use http_protocol_options::UpstreamProtocolOptions as U;
         protocol = match &opts.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => match &e.protocol_config {
-                Some(ProtocolConfig::Http2ProtocolOptions(_)) => Protocol::Http2,
+                Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    h2_max_streams = h2.max_concurrent_streams.unwrap_or(DEFAULT_H2_MAX_STREAMS).max(1);
+                    Protocol::Http2
+                }
                 Some(ProtocolConfig::HttpProtocolOptions(_)) => Protocol::Http1,
                 Some(_) => return Err("HTTP/3 upstreams are not supported by legate yet".into()),
                 None => {
@@ -609,7 +623,12 @@ fn protocol_options(c: &PCluster) -> Result<(Protocol, Option<Duration>, Option<
                     )
                 }
             },
-            Some(U::UseDownstreamProtocolConfig(_)) => Protocol::Downstream,
+            Some(U::UseDownstreamProtocolConfig(d)) => {
+                if let Some(h2) = &d.http2_protocol_options {
+                    h2_max_streams = h2.max_concurrent_streams.unwrap_or(DEFAULT_H2_MAX_STREAMS).max(1);
+                }
+                Protocol::Downstream
+            }
             Some(U::AutoConfig(_)) => {
                 return Err("auto_config (ALPN) needs TLS, which legate does not support yet".into())
             }
@@ -624,7 +643,7 @@ fn protocol_options(c: &PCluster) -> Result<(Protocol, Option<Duration>, Option<
             }
         }
     }
-    Ok((protocol, idle, max_requests))
+    Ok((protocol, idle, max_requests, h2_max_streams))
 }
 
 #[cfg(test)]

@@ -419,3 +419,52 @@ async fn ipv6_listener_serves() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["uri"], "/v6");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_upstreams_open_another_connection_at_max_concurrent_streams() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // An h2c origin that counts connections and answers after 300 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let o = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"h2"),
+                    )))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let h2_two_streams = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 2}}\n";
+    let config = front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, h2_two_streams));
+    // One worker: one pool sees all six requests.
+    let legate = Legate::start(&config, &["--concurrency", "1"]);
+    let front = legate.addr("front");
+    let requests: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { get(front, "/", &[]).await }))
+        .collect();
+    for r in requests {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "h2"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "6 concurrent streams at 2 per connection need 3 connections"
+    );
+    // Streams are given back: six more, one after another, fit the same three.
+    for _ in 0..6 {
+        assert_eq!(get(front, "/", &[]).await.status, 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}

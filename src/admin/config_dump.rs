@@ -320,6 +320,36 @@ fn endpoint_configs(state: &AdminState, re: Option<&Regex>) -> Vec<Value> {
     out
 }
 
+const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// A dump's static section (`static_clusters`, …): each resource whose name
+/// passes `?name_regex`, with its `@type` under `field`, and `last_updated`.
+fn static_dump(
+    ty: &'static DumpType,
+    section: &str,
+    field: &str,
+    type_url: &str,
+    items: &[Value],
+    re: Option<&Regex>,
+    updated: &str,
+) -> Dump {
+    let entries: Vec<Value> = items
+        .iter()
+        .filter(|v| name_ok(re, v, "name"))
+        .map(|v| {
+            let mut e = Map::new();
+            e.insert(field.into(), with_type(type_url, v));
+            e.insert("last_updated".into(), Value::from(updated));
+            Value::Object(e)
+        })
+        .collect();
+    let mut body = Map::new();
+    put(&mut body, section, entries);
+    Dump { ty, body }
+}
+
 fn build(state: &AdminState, re: Option<&Regex>, include_eds: bool) -> Vec<Dump> {
     let b = &state.bootstrap_json;
     let updated = timestamp(state.started_wall);
@@ -333,22 +363,16 @@ fn build(state: &AdminState, re: Option<&Regex>, include_eds: bool) -> Vec<Dump>
         body: m,
     });
 
-    let clusters: Vec<Value> = arr(b, "/static_resources/clusters")
-        .into_iter()
-        .filter(|c| name_ok(re, c, "name"))
-        .map(|c| {
-            json!({
-                "cluster": with_type("type.googleapis.com/envoy.config.cluster.v3.Cluster", &c),
-                "last_updated": updated,
-            })
-        })
-        .collect();
-    let mut m = Map::new();
-    put(&mut m, "static_clusters", clusters);
-    dumps.push(Dump {
-        ty: &CLUSTERS_DUMP,
-        body: m,
-    });
+    let clusters = arr(b, "/static_resources/clusters");
+    dumps.push(static_dump(
+        &CLUSTERS_DUMP,
+        "static_clusters",
+        "cluster",
+        CLUSTER_TYPE,
+        &clusters,
+        re,
+        &updated,
+    ));
 
     if include_eds && !state.shared.load().clusters.is_empty() {
         let mut m = Map::new();
@@ -360,44 +384,31 @@ fn build(state: &AdminState, re: Option<&Regex>, include_eds: bool) -> Vec<Dump>
     }
 
     let all_listeners = arr(b, "/static_resources/listeners");
-    let listeners: Vec<Value> = all_listeners
-        .iter()
-        .filter(|l| name_ok(re, l, "name"))
-        .map(|l| {
-            json!({
-                "listener": with_type("type.googleapis.com/envoy.config.listener.v3.Listener", l),
-                "last_updated": updated,
-            })
-        })
-        .collect();
-    let mut m = Map::new();
-    put(&mut m, "static_listeners", listeners);
-    dumps.push(Dump {
-        ty: &LISTENERS_DUMP,
-        body: m,
-    });
+    dumps.push(static_dump(
+        &LISTENERS_DUMP,
+        "static_listeners",
+        "listener",
+        LISTENER_TYPE,
+        &all_listeners,
+        re,
+        &updated,
+    ));
 
     dumps.push(Dump {
         ty: &SCOPED_ROUTES_DUMP,
         body: Map::new(),
     });
 
-    let routes: Vec<Value> = inline_routes(&all_listeners)
-        .into_iter()
-        .filter(|r| name_ok(re, r, "name"))
-        .map(|r| {
-            json!({
-                "route_config": with_type("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", &r),
-                "last_updated": updated,
-            })
-        })
-        .collect();
-    let mut m = Map::new();
-    put(&mut m, "static_route_configs", routes);
-    dumps.push(Dump {
-        ty: &ROUTES_DUMP,
-        body: m,
-    });
+    let routes = inline_routes(&all_listeners);
+    dumps.push(static_dump(
+        &ROUTES_DUMP,
+        "static_route_configs",
+        "route_config",
+        ROUTE_TYPE,
+        &routes,
+        re,
+        &updated,
+    ));
 
     dumps.push(Dump {
         ty: &SECRETS_DUMP,

@@ -330,28 +330,8 @@ async fn an_http_1_0_origin_does_not_downgrade_the_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_http1_connections_are_reused() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     // An origin that counts the connections it accepts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let o = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        Bytes::from_static(b"hi"),
-                    )))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    let (o, accepted) = counting_origin(false, Duration::ZERO, b"hi").await;
     // One worker, so every request uses the same pool.
     let config = front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, ""));
     let legate = Legate::start(&config, &["--concurrency", "1"]);
@@ -360,7 +340,7 @@ async fn upstream_http1_connections_are_reused() {
         assert_eq!((r.status, r.body.as_str()), (200, "hi"));
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "sequential requests must reuse one upstream connection"
     );
@@ -422,29 +402,8 @@ async fn ipv6_listener_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_upstreams_open_another_connection_at_max_concurrent_streams() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     // An h2c origin that counts connections and answers after 300 ms.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let o = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        Bytes::from_static(b"h2"),
-                    )))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    let (o, accepted) = counting_origin(true, Duration::from_millis(300), b"h2").await;
     let h2_two_streams = "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {max_concurrent_streams: 2}}\n";
     let config = front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, h2_two_streams));
     // One worker: one pool sees all six requests.
@@ -458,7 +417,7 @@ async fn h2_upstreams_open_another_connection_at_max_concurrent_streams() {
         assert_eq!((r.status, r.body.as_str()), (200, "h2"));
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
         3,
         "6 concurrent streams at 2 per connection need 3 connections"
     );
@@ -466,5 +425,43 @@ async fn h2_upstreams_open_another_connection_at_max_concurrent_streams() {
     for _ in 0..6 {
         assert_eq!(get(front, "/", &[]).await.status, 200);
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// An origin (HTTP/1.1, or h2c when `h2`) that counts the connections it
+/// accepts and answers `body` after `delay`.
+async fn counting_origin(
+    h2: bool,
+    delay: Duration,
+    body: &'static [u8],
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(body),
+                    )))
+                });
+                let io = hyper_util::rt::TokioIo::new(s);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
+            });
+        }
+    });
+    (addr, accepted)
 }

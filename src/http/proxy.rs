@@ -171,10 +171,19 @@ async fn route_and_forward(
     authority: Option<String>,
     info: &mut StreamInfo,
 ) -> Outcome {
-    if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
+    let http10 = req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09;
+    if http10 && !hcm.accept_http_10 {
         // Envoy refuses HTTP/1.0 unless http_protocol_options.accept_http_10.
         return local(info, StatusCode::UPGRADE_REQUIRED, "", None, "low_version");
     }
+    // An HTTP/1.0 request may come without a Host: Envoy then uses
+    // default_host_for_http_10.
+    let authority = match authority {
+        None if http10 && !hcm.default_host_for_http_10.is_empty() => {
+            Some(hcm.default_host_for_http_10.clone())
+        }
+        a => a,
+    };
     let Some(authority) = authority else {
         return local(
             info,

@@ -61,6 +61,10 @@ pub struct Hcm {
     pub suppress_envoy_headers: bool,
     /// Pass `Expect: 100-continue` upstream instead of answering it here.
     pub proxy_100_continue: bool,
+    /// `http_protocol_options.accept_http_10`, and the host used for an
+    /// HTTP/1.0 request without one (`default_host_for_http_10`).
+    pub accept_http_10: bool,
+    pub default_host_for_http_10: String,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
@@ -203,6 +207,12 @@ impl Hcm {
             always_set_request_id_in_response: h.always_set_request_id_in_response,
             suppress_envoy_headers: router.suppress_envoy_headers,
             proxy_100_continue: h.proxy_100_continue,
+            accept_http_10: h.http_protocol_options.as_ref().is_some_and(|o| o.accept_http_10),
+            default_host_for_http_10: h
+                .http_protocol_options
+                .as_ref()
+                .map(|o| o.default_host_for_http_10.clone())
+                .unwrap_or_default(),
             stream_idle_timeout: timeout(h.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
             request_timeout: timeout(h.request_timeout.as_ref(), None),
             request_headers_timeout: timeout(h.request_headers_timeout.as_ref(), None),

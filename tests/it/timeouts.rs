@@ -146,3 +146,32 @@ async fn request_timeout_is_408_when_the_body_does_not_arrive() {
     let r = get(front, "/?sleep_ms=600", &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_is_426_unless_accepted() {
+    let o = origin::start("o").await;
+    async fn ask(front: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+        s.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("answer")
+            .unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    let refused = Legate::start(&config(o, "", ""), &[]);
+    let text = ask(refused.addr("front")).await;
+    // (hyper writes the status line in the client's HTTP/1.0.)
+    assert!(
+        text.starts_with("HTTP/1.0 426 ") || text.starts_with("HTTP/1.1 426 "),
+        "{text}"
+    );
+
+    let hcm =
+        "          http_protocol_options: {accept_http_10: true, default_host_for_http_10: legacy.example}\n";
+    let accepted = Legate::start(&config(o, "", hcm), &[]);
+    let text = ask(accepted.addr("front")).await;
+    assert!(text.contains(" 200 OK\r\n"), "{text}");
+    assert!(text.contains("\"host\":\"legacy.example\""), "{text}");
+}

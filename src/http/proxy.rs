@@ -536,65 +536,49 @@ async fn forward(
         request_deadline,
         received.clone(),
     );
-    let result = match wait {
+    let waited = match wait {
         Some(t) => match tokio::time::timeout(t, send).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(RequestTimedOut)) => {
-                in_flight.finish(408);
-                hcm.stats.downstream_rq_timeout.inc();
-                let mut o = local(
-                    info,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request timeout",
-                    None,
-                    "request_overall_timeout",
-                );
-                o.received = Some(received);
-                return o;
-            }
-            Err(_) if idle_first => {
-                in_flight.finish(408);
-                let mut o = local(
-                    info,
+            Ok(r) => r.map_err(|RequestTimedOut| Timeout::Request),
+            Err(_) if idle_first => Err(Timeout::StreamIdle),
+            Err(_) => Err(Timeout::Route),
+        },
+        None => send.await.map_err(|RequestTimedOut| Timeout::Request),
+    };
+    let result = match waited {
+        Ok(r) => r,
+        Err(timeout) => {
+            let (status, body, flag, details) = match timeout {
+                Timeout::Request => {
+                    hcm.stats.downstream_rq_timeout.inc();
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request timeout",
+                        None,
+                        "request_overall_timeout",
+                    )
+                }
+                Timeout::StreamIdle => (
                     StatusCode::REQUEST_TIMEOUT,
                     "stream timeout",
                     Some(ResponseFlags::STREAM_IDLE_TIMEOUT),
                     "stream_idle_timeout",
-                );
-                o.received = Some(received);
-                return o;
-            }
-            Err(_) => {
-                cluster.stats.upstream_rq_timeout.inc();
-                host.stats.rq_timeout.inc();
-                in_flight.finish(504);
-                let mut o = local(
-                    info,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    local_reply::UPSTREAM_TIMEOUT,
-                    Some(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT),
-                    "upstream_response_timeout",
-                );
-                o.received = Some(received);
-                return o;
-            }
-        },
-        None => match send.await {
-            Ok(r) => r,
-            Err(RequestTimedOut) => {
-                in_flight.finish(408);
-                hcm.stats.downstream_rq_timeout.inc();
-                let mut o = local(
-                    info,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request timeout",
-                    None,
-                    "request_overall_timeout",
-                );
-                o.received = Some(received);
-                return o;
-            }
-        },
+                ),
+                Timeout::Route => {
+                    cluster.stats.upstream_rq_timeout.inc();
+                    host.stats.rq_timeout.inc();
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        local_reply::UPSTREAM_TIMEOUT,
+                        Some(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT),
+                        "upstream_response_timeout",
+                    )
+                }
+            };
+            in_flight.finish(status.as_u16());
+            let mut o = local(info, status, body, flag, details);
+            o.received = Some(received);
+            return o;
+        }
     };
     let (mut response, upstream_lease) = match result {
         Ok((r, lease)) => {
@@ -664,6 +648,16 @@ async fn forward(
 
 /// `request_timeout` passed before the whole request was received.
 struct RequestTimedOut;
+
+/// Which timeout ended the wait for the upstream's response headers.
+enum Timeout {
+    /// `request_timeout`: the downstream request did not arrive in time (408).
+    Request,
+    /// The stream idle timeout came before the route timeout (408 SI).
+    StreamIdle,
+    /// The route timeout (504 UT).
+    Route,
+}
 
 /// Runs `send` (the upstream exchange) and fails with [`RequestTimedOut`]
 /// when `deadline` passes while the downstream request body is still

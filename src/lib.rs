@@ -13,3 +13,4 @@ pub mod model;
 pub mod proto;
 pub mod runtime;
 pub mod stream_info;
+pub mod xds;

@@ -281,6 +281,7 @@ pub fn listeners(state: &AdminState, q: &Query) -> Reply {
     if q.get("format") == Some("json") {
         let statuses: Vec<Value> = state
             .listeners
+            .bound()
             .iter()
             .map(|(name, addr)| json!({"name": name, "local_address": socket_address(*addr)}))
             .collect();
@@ -291,7 +292,7 @@ pub fn listeners(state: &AdminState, q: &Query) -> Reply {
         return Reply::json(200, pretty_json(&Value::Object(root)));
     }
     let mut out = String::new();
-    for (name, addr) in &state.listeners {
+    for (name, addr) in &state.listeners.bound() {
         let _ = writeln!(out, "{name}::{addr}");
     }
     Reply::text(200, out)

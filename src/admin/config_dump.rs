@@ -3,9 +3,9 @@
 //! clusters, endpoint (with `?include_eds`), listeners, route_scopes,
 //! routes, secrets) and `?resource=`, `?mask=`, `?name_regex=`.
 //!
-//! Only static resources exist until xDS lands: `version_info` and the
-//! dynamic sections are absent (proto3 JSON omits empty fields). Secrets
-//! are not redacted because legate has none yet.
+//! Dynamic sections (and `version_info`) come from the xDS manager when
+//! there is one; empty sections are absent (proto3 JSON omits empty
+//! fields). Secrets are not redacted because legate has none yet.
 
 use regex::Regex;
 use serde_json::{json, Map, Value};
@@ -414,7 +414,136 @@ fn build(state: &AdminState, re: Option<&Regex>, include_eds: bool) -> Vec<Dump>
         ty: &SECRETS_DUMP,
         body: Map::new(),
     });
+    if let Some(xds) = &state.xds {
+        add_dynamic(state, xds, &mut dumps, re, include_eds);
+    }
     dumps
+}
+
+/// An accepted xDS resource in proto3 JSON with its `@type` first.
+fn resource_json(state: &AdminState, body: &prost_types::Any) -> Value {
+    let name = crate::config::validate::type_url_name(&body.type_url);
+    let pool = state.bootstrap_desc.parent_pool();
+    let decoded = pool
+        .get_message_by_name(name)
+        .and_then(|d| prost_reflect::DynamicMessage::decode(d, body.value.as_slice()).ok())
+        .and_then(|m| super::to_json(&m).ok())
+        .unwrap_or(Value::Null);
+    with_type(&body.type_url, &decoded)
+}
+
+/// The resource a NACK message names (`Listener foo: …` → `foo`).
+fn failed_name(message: &str, ty: crate::xds::ResourceType) -> Option<String> {
+    let kind = ty.message_name().rsplit('.').next()?;
+    let rest = message.strip_prefix(kind)?.strip_prefix(' ')?;
+    rest.split_once(": ").map(|(n, _)| n.to_string())
+}
+
+fn error_state(message: &str, when: std::time::SystemTime) -> Value {
+    json!({"last_update_attempt": timestamp(when), "details": message})
+}
+
+/// The dynamic sections: accepted (active and warming) resources with their
+/// versions, and the last rejected update as `error_state`.
+fn add_dynamic(
+    state: &AdminState,
+    xds: &crate::xds::manager::Manager,
+    dumps: &mut [Dump],
+    re: Option<&Regex>,
+    include_eds: bool,
+) {
+    use crate::xds::ResourceType as T;
+    let entry = |state: &AdminState, field: &str, meta: &crate::xds::manager::Meta| {
+        let mut e = Map::new();
+        e.insert("version_info".into(), Value::from(meta.version.clone()));
+        e.insert(field.into(), resource_json(state, &meta.body));
+        e.insert("last_updated".into(), Value::from(timestamp(meta.last_updated)));
+        e
+    };
+    let keep = |name: &str| re.is_none_or(|re| re.is_match(name));
+    for dump in dumps.iter_mut() {
+        match dump.ty.type_name {
+            "ClustersConfigDump" => {
+                if let Some(v) = xds.version(T::Cluster) {
+                    dump.body.insert("version_info".into(), Value::from(v));
+                }
+                let error = xds.last_error(T::Cluster);
+                let (mut active, mut warming) = (Vec::new(), Vec::new());
+                for (name, meta, is_warming) in xds.dump(T::Cluster) {
+                    if !keep(&name) {
+                        continue;
+                    }
+                    let mut e = entry(state, "cluster", &meta);
+                    if let Some((msg, when)) = &error {
+                        if failed_name(msg, T::Cluster).as_deref() == Some(name.as_str()) {
+                            e.insert("error_state".into(), error_state(msg, *when));
+                        }
+                    }
+                    if is_warming {
+                        warming.push(Value::Object(e));
+                    } else {
+                        active.push(Value::Object(e));
+                    }
+                }
+                put(&mut dump.body, "dynamic_active_clusters", active);
+                put(&mut dump.body, "dynamic_warming_clusters", warming);
+            }
+            "EndpointsConfigDump" if include_eds => {
+                let items: Vec<Value> = xds
+                    .dump(T::ClusterLoadAssignment)
+                    .into_iter()
+                    .filter(|(n, _, _)| keep(n))
+                    .map(|(_, meta, _)| Value::Object(entry(state, "endpoint_config", &meta)))
+                    .collect();
+                put(&mut dump.body, "dynamic_endpoint_configs", items);
+            }
+            "ListenersConfigDump" => {
+                if let Some(v) = xds.version(T::Listener) {
+                    dump.body.insert("version_info".into(), Value::from(v));
+                }
+                let error = xds.last_error(T::Listener);
+                let failed = error.as_ref().and_then(|(m, _)| failed_name(m, T::Listener));
+                let mut items: Vec<Value> = Vec::new();
+                let mut listed = std::collections::BTreeSet::new();
+                for (name, meta, is_warming) in xds.dump(T::Listener) {
+                    if !keep(&name) {
+                        continue;
+                    }
+                    let mut e = Map::new();
+                    e.insert("name".into(), Value::from(name.clone()));
+                    let st = if is_warming {
+                        "warming_state"
+                    } else {
+                        "active_state"
+                    };
+                    e.insert(st.into(), Value::Object(entry(state, "listener", &meta)));
+                    if let (Some((msg, when)), Some(f)) = (&error, &failed) {
+                        if *f == name {
+                            e.insert("error_state".into(), error_state(msg, *when));
+                        }
+                    }
+                    listed.insert(name);
+                    items.push(Value::Object(e));
+                }
+                if let (Some((msg, when)), Some(f)) = (&error, &failed) {
+                    if !listed.contains(f) && keep(f) {
+                        items.push(json!({"name": f, "error_state": error_state(msg, *when)}));
+                    }
+                }
+                put(&mut dump.body, "dynamic_listeners", items);
+            }
+            "RoutesConfigDump" => {
+                let items: Vec<Value> = xds
+                    .dump(T::RouteConfiguration)
+                    .into_iter()
+                    .filter(|(n, _, _)| keep(n))
+                    .map(|(_, meta, _)| Value::Object(entry(state, "route_config", &meta)))
+                    .collect();
+                put(&mut dump.body, "dynamic_route_configs", items);
+            }
+            _ => {}
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

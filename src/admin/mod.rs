@@ -70,6 +70,24 @@ impl ServerState {
     }
 }
 
+/// The process's initialization state (before health-check failure is
+/// considered): PRE_INITIALIZING, INITIALIZING while xDS warms, LIVE,
+/// DRAINING at shutdown. Set by the runtime and the xDS manager.
+static SERVER_STATE: AtomicU8 = AtomicU8::new(ServerState::PreInitializing as u8);
+
+/// Sets the server state and its gauges (`server.state`, `server.live`).
+pub fn set_server_state(s: ServerState) {
+    SERVER_STATE.store(s as u8, Ordering::Relaxed);
+    let st = stats::store();
+    st.gauge("server.state").set(s as i64);
+    st.gauge("server.live").set(i64::from(s == ServerState::Live));
+}
+
+/// The server state as set by [`set_server_state`].
+pub fn server_state() -> ServerState {
+    ServerState::from_u8(SERVER_STATE.load(Ordering::Relaxed))
+}
+
 /// Interval histograms: the values recorded during the last complete
 /// `stats_flush_interval`, as Envoy shows them next to the cumulative ones.
 #[derive(Default)]
@@ -93,7 +111,9 @@ pub struct AdminState {
     pub bootstrap_desc: prost_reflect::MessageDescriptor,
     pub shared: Shared,
     /// Data-plane listeners and their bound addresses (real ports).
-    pub listeners: Vec<(String, SocketAddr)>,
+    pub listeners: Arc<crate::runtime::listeners::ListenerManager>,
+    /// The xDS config manager, when the bootstrap has dynamic resources.
+    pub xds: Option<Arc<crate::xds::manager::Manager>>,
     /// The admin listener's own address, once bound.
     pub admin_address: Option<SocketAddr>,
     pub started: Instant,
@@ -101,7 +121,6 @@ pub struct AdminState {
     pub concurrency: usize,
     /// `std::env::args()` at startup.
     pub args: Vec<String>,
-    state: AtomicU8,
     healthcheck_failed: AtomicBool,
     /// Notified by `/quitquitquit`; the runtime's shutdown wait ends on it.
     pub quit: Arc<Notify>,
@@ -129,7 +148,7 @@ impl AdminState {
     pub fn new(
         loaded: &Loaded,
         shared: Shared,
-        listeners: Vec<(String, SocketAddr)>,
+        listeners: Arc<crate::runtime::listeners::ListenerManager>,
         concurrency: usize,
     ) -> Result<AdminState, String> {
         let access_logs = match &loaded.bootstrap.admin {
@@ -161,12 +180,12 @@ impl AdminState {
             bootstrap_desc,
             shared,
             listeners,
+            xds: None,
             admin_address: None,
             started: Instant::now(),
             started_wall: SystemTime::now(),
             concurrency,
             args: std::env::args().collect(),
-            state: AtomicU8::new(ServerState::Live as u8),
             healthcheck_failed: AtomicBool::new(false),
             quit: Arc::new(Notify::new()),
             intervals: Mutex::new(HashMap::new()),
@@ -184,11 +203,11 @@ impl AdminState {
         if self.healthcheck_failed.load(Ordering::Relaxed) {
             return ServerState::Draining;
         }
-        ServerState::from_u8(self.state.load(Ordering::Relaxed))
+        ServerState::from_u8(SERVER_STATE.load(Ordering::Relaxed))
     }
 
     pub fn set_state(&self, s: ServerState) {
-        self.state.store(s as u8, Ordering::Relaxed);
+        SERVER_STATE.store(s as u8, Ordering::Relaxed);
         self.publish_state();
     }
 
@@ -272,8 +291,9 @@ pub fn to_json(msg: &DynamicMessage) -> Result<serde_json::Value, String> {
 /// listeners are bound and the workers started.
 pub fn init_server_stats(concurrency: usize, listeners: usize) {
     let st = stats::store();
-    st.gauge("server.live").set(1);
-    st.gauge("server.state").set(ServerState::Live as i64);
+    let state = server_state();
+    st.gauge("server.live").set(i64::from(state == ServerState::Live));
+    st.gauge("server.state").set(state as i64);
     st.gauge("server.concurrency").set(concurrency as i64);
     // Envoy: a gauge of the build's numeric version; legate has none.
     st.gauge("server.version").set(0);

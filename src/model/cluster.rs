@@ -392,44 +392,10 @@ impl Cluster {
             _ => DnsFamily::Auto,
         };
         let (protocol, idle_timeout, max_requests, h2_max_streams) = protocol_options(c)?;
-        let mut endpoints = Vec::new();
-        if let Some(la) = &c.load_assignment {
-            for locality in &la.endpoints {
-                for lb_ep in &locality.lb_endpoints {
-                    use crate::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-                    let Some(HostIdentifier::Endpoint(e)) = &lb_ep.host_identifier else {
-                        continue;
-                    };
-                    let Some(address::Address::SocketAddress(sa)) =
-                        e.address.as_ref().and_then(|a| a.address.as_ref())
-                    else {
-                        continue;
-                    };
-                    let port = match sa.port_specifier {
-                        Some(socket_address::PortSpecifier::PortValue(p)) => {
-                            u16::try_from(p).map_err(|_| "port out of range")?
-                        }
-                        _ => 0,
-                    };
-                    endpoints.push(EndpointSpec {
-                        address: sa.address.clone(),
-                        port,
-                        weight: lb_ep.load_balancing_weight.unwrap_or(1).max(1),
-                        priority: locality.priority,
-                        hostname: e.hostname.clone(),
-                        locality: locality
-                            .locality
-                            .as_ref()
-                            .map(|l| Locality {
-                                region: l.region.clone(),
-                                zone: l.zone.clone(),
-                                sub_zone: l.sub_zone.clone(),
-                            })
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-        }
+        let endpoints = match &c.load_assignment {
+            Some(la) => endpoints_of(la)?,
+            None => Vec::new(),
+        };
         // STATIC (and EDS from a bootstrap) hosts are known now; DNS ones
         // arrive from the resolver.
         let hosts = if discovery == Discovery::Static {
@@ -477,25 +443,92 @@ impl Cluster {
 }
 
 /// The hosts of a STATIC cluster, with the lookup structure of `lb` built.
-pub fn static_hosts(endpoints: &[EndpointSpec], lb: LbPolicy) -> Result<HostSet, String> {
-    let mut hosts = Vec::new();
-    for e in endpoints {
-        let ip: std::net::IpAddr = e
-            .address
-            .parse()
-            .map_err(|_| format!("`{}` is not an IP address", e.address))?;
-        let hostname = if e.hostname.is_empty() {
-            e.address.clone()
-        } else {
-            e.hostname.clone()
-        };
-        hosts.push(Arc::new(
-            Host::new(SocketAddr::new(ip, e.port), e.weight, e.priority, hostname).with_locality(&e.locality),
-        ));
+/// The endpoints of a ClusterLoadAssignment (a cluster's `load_assignment`
+/// or an EDS resource), in order.
+pub fn endpoints_of(
+    la: &crate::proto::envoy::config::endpoint::v3::ClusterLoadAssignment,
+) -> Result<Vec<EndpointSpec>, String> {
+    let mut endpoints = Vec::new();
+    for locality in &la.endpoints {
+        for lb_ep in &locality.lb_endpoints {
+            use crate::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+            let Some(HostIdentifier::Endpoint(e)) = &lb_ep.host_identifier else {
+                continue;
+            };
+            let Some(address::Address::SocketAddress(sa)) =
+                e.address.as_ref().and_then(|a| a.address.as_ref())
+            else {
+                continue;
+            };
+            let port = match sa.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => {
+                    u16::try_from(p).map_err(|_| "port out of range")?
+                }
+                _ => 0,
+            };
+            endpoints.push(EndpointSpec {
+                address: sa.address.clone(),
+                port,
+                weight: lb_ep.load_balancing_weight.unwrap_or(1).max(1),
+                priority: locality.priority,
+                hostname: e.hostname.clone(),
+                locality: locality
+                    .locality
+                    .as_ref()
+                    .map(|l| Locality {
+                        region: l.region.clone(),
+                        zone: l.zone.clone(),
+                        sub_zone: l.sub_zone.clone(),
+                    })
+                    .unwrap_or_default(),
+            });
+        }
     }
-    Ok(HostSet::with_lb(hosts, lb))
+    Ok(endpoints)
 }
 
+/// The host set for EDS endpoints, keeping the `Host` (and so its stats
+/// and pooled connections) of every endpoint that did not change.
+pub fn eds_hosts(prev: &HostSet, endpoints: &[EndpointSpec], lb: LbPolicy) -> Result<HostSet, String> {
+    let by_addr: std::collections::HashMap<SocketAddr, &Arc<Host>> =
+        prev.all.iter().map(|h| (h.addr, h)).collect();
+    let mut all = Vec::with_capacity(endpoints.len());
+    for e in endpoints {
+        let fresh = endpoint_host(e)?;
+        let kept = by_addr.get(&fresh.addr).filter(|p| {
+            p.weight == fresh.weight
+                && p.priority == fresh.priority
+                && p.hostname == fresh.hostname
+                && p.locality == fresh.locality
+        });
+        all.push(match kept {
+            Some(p) => Arc::clone(p),
+            None => Arc::new(fresh),
+        });
+    }
+    Ok(HostSet::with_lb(all, lb))
+}
+
+fn endpoint_host(e: &EndpointSpec) -> Result<Host, String> {
+    let ip: std::net::IpAddr = e
+        .address
+        .parse()
+        .map_err(|_| format!("`{}` is not an IP address", e.address))?;
+    let hostname = if e.hostname.is_empty() {
+        e.address.clone()
+    } else {
+        e.hostname.clone()
+    };
+    Ok(Host::new(SocketAddr::new(ip, e.port), e.weight, e.priority, hostname).with_locality(&e.locality))
+}
+
+pub fn static_hosts(endpoints: &[EndpointSpec], lb: LbPolicy) -> Result<HostSet, String> {
+    let hosts = endpoints
+        .iter()
+        .map(|e| endpoint_host(e).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HostSet::with_lb(hosts, lb))
+}
 /// `lb_policy` with its `lb_config` (Envoy reads `ring_hash_lb_config` only
 /// for RING_HASH and `maglev_lb_config` only for MAGLEV). The validator has
 /// rejected bad sizes with field paths; this re-checks so a compiled cluster

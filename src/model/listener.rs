@@ -47,6 +47,8 @@ pub struct Hcm {
     pub stat_prefix: String,
     pub codec: Codec,
     pub routes: Routes,
+    /// `rds.config_source`: where the RDS route configuration comes from.
+    pub rds_config_source: Option<crate::proto::envoy::config::core::v3::ConfigSource>,
     pub server_name: String,
     /// `server_name` as a header value, built once.
     pub server_value: Option<http::HeaderValue>,
@@ -182,6 +184,10 @@ impl Hcm {
                 _ => Codec::Auto,
             },
             routes,
+            rds_config_source: match &h.route_specifier {
+                Some(RouteSpecifier::Rds(rds)) => rds.config_source.clone(),
+                _ => None,
+            },
             server_name: if h.server_name.is_empty() {
                 DEFAULT_SERVER_NAME.into()
             } else {

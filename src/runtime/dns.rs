@@ -587,6 +587,21 @@ pub async fn start(shared: Shared) {
     }
 }
 
+/// Starts resolving one cluster added later (CDS); its task ends when the
+/// cluster is replaced or removed.
+pub fn start_cluster(shared: &Shared, c: Arc<Cluster>) {
+    if !matches!(c.discovery, Discovery::StrictDns | Discovery::LogicalDns) {
+        return;
+    }
+    let spec = c
+        .dns
+        .resolver
+        .clone()
+        .unwrap_or_else(|| shared.load().dns_resolver.clone());
+    let (tx, _rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run_cluster(shared.clone(), c, Live::build(&spec), tx));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

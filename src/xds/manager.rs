@@ -1,1 +1,1152 @@
-//! (being written)
+//! The config manager: turns accepted xDS resources into the one published
+//! [`Snapshot`], warming what is not ready, and tells each subscription what
+//! to ask for.
+//!
+//! Envoy's rules, which this follows:
+//! - Initialization: static resources, then CDS (its first response or its
+//!   `initial_fetch_timeout`), then the EDS of those clusters, then LDS,
+//!   then the RDS of those listeners; PRE_INITIALIZING → INITIALIZING →
+//!   LIVE. Listeners accept only once the server is LIVE.
+//! - A new EDS cluster is not used before its endpoints arrive (or its
+//!   initial fetch times out); an updated one keeps serving its old version
+//!   meanwhile. A new listener does not accept before its routes arrive.
+//! - An update is validated and compiled as a whole before anything is
+//!   published; an error rejects all of it (NACK) and changes nothing.
+//! - One `ArcSwap` publish per update; unchanged clusters, routes and
+//!   listeners keep their `Arc`s (and so their connection pools).
+//!
+//! Locking: one `Mutex` around the manager's state, taken by subscription
+//! drivers and the warming timer on the main runtime, never by the data
+//! plane (which only loads the snapshot).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Interest, ResourceType, Sink, Source, Update};
+use crate::config::Loaded;
+use crate::model::cluster::{eds_hosts, endpoints_of, Cluster, Discovery, EndpointSpec, HostSet};
+use crate::model::listener::{Listener, Routes};
+use crate::model::route_table::RouteTable;
+use crate::model::{Shared, Snapshot};
+use crate::proto::envoy::config::cluster::v3::Cluster as PCluster;
+use crate::proto::envoy::config::core::v3::ConfigSource;
+use crate::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use crate::proto::envoy::config::listener::v3::Listener as PListener;
+use crate::proto::envoy::config::route::v3::RouteConfiguration;
+use crate::runtime::listeners::{Bound, ListenerManager};
+use crate::stats::{sanitize, store};
+
+/// Envoy's `initial_fetch_timeout` default.
+const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often warming deadlines are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A subscription's source and how long initialization waits for it
+/// (`None`: forever, `initial_fetch_timeout: 0s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sub {
+    source: Source,
+    timeout: Option<Duration>,
+}
+
+impl Sub {
+    fn of(cs: &ConfigSource, parent: Option<&Source>) -> Result<Sub, String> {
+        Ok(Sub {
+            source: Source::from_config(cs, parent)?,
+            timeout: match &cs.initial_fetch_timeout {
+                None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+                Some(d) => Some(crate::model::duration(d)).filter(|d| !d.is_zero()),
+            },
+        })
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|t| Instant::now() + t)
+    }
+}
+
+/// What `/config_dump` shows of an accepted resource.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pub version: String,
+    pub last_updated: SystemTime,
+    pub body: prost_types::Any,
+}
+
+struct ClusterEntry {
+    meta: Meta,
+    compiled: Arc<Cluster>,
+    /// EDS clusters: where their ClusterLoadAssignment comes from.
+    eds: Option<Sub>,
+    /// Warming clusters: when they go active without endpoints.
+    deadline: Option<Instant>,
+}
+
+struct ListenerEntry {
+    meta: Meta,
+    compiled: Arc<Listener>,
+    /// RDS listeners: where their RouteConfiguration comes from.
+    rds: Option<(Sub, String)>,
+    /// Sockets bound for a new address, until the listener starts.
+    bound: Option<Bound>,
+    /// Warming listeners: when they start without their routes.
+    deadline: Option<Instant>,
+}
+
+struct RouteEntry {
+    meta: Meta,
+}
+
+struct EndpointEntry {
+    meta: Meta,
+    endpoints: Vec<EndpointSpec>,
+}
+
+/// A bootstrap listener: bound at startup, started when the server is LIVE.
+struct StaticListener {
+    listener: Arc<Listener>,
+    bound: Option<Bound>,
+    rds: Option<(Sub, String)>,
+}
+
+#[derive(Default)]
+struct Init {
+    live: bool,
+    cds_done: bool,
+    cds_deadline: Option<Instant>,
+    lds_started: bool,
+    lds_done: bool,
+    lds_deadline: Option<Instant>,
+    /// Static EDS clusters' service names still waiting for their CLA.
+    static_eds: BTreeMap<String, Option<Instant>>,
+    /// When static listeners stop waiting for their routes.
+    static_rds_deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    clusters: BTreeMap<String, ClusterEntry>,
+    warming_clusters: BTreeMap<String, ClusterEntry>,
+    listeners: BTreeMap<String, ListenerEntry>,
+    warming_listeners: BTreeMap<String, ListenerEntry>,
+    routes: BTreeMap<String, RouteEntry>,
+    endpoints: BTreeMap<String, EndpointEntry>,
+    statics: Vec<StaticListener>,
+    /// Static EDS clusters: (cluster name, source, service name).
+    static_eds: Vec<(String, Sub, String)>,
+    versions: BTreeMap<ResourceType, String>,
+    errors: BTreeMap<ResourceType, (String, SystemTime)>,
+    init: Init,
+}
+
+/// Changes to publish, computed before the publish.
+#[derive(Default)]
+struct Changes {
+    clusters: Vec<Arc<Cluster>>,
+    removed_clusters: Vec<String>,
+    routes: Vec<(String, Arc<RouteTable>)>,
+    removed_routes: Vec<String>,
+    /// The active listener list changed.
+    listeners: bool,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+            && self.removed_clusters.is_empty()
+            && self.routes.is_empty()
+            && self.removed_routes.is_empty()
+            && !self.listeners
+    }
+}
+
+pub struct Manager {
+    shared: Shared,
+    listeners: Arc<ListenerManager>,
+    interest: watch::Sender<Interest>,
+    lds: Option<Sub>,
+    cds: Option<Sub>,
+    static_clusters: BTreeSet<String>,
+    static_listeners: BTreeSet<String>,
+    state: Mutex<State>,
+    connected: Mutex<BTreeMap<Source, bool>>,
+}
+
+/// Something that failed in an update, as the NACK says it.
+type Nack = String;
+
+fn meta(version: &str, body: &prost_types::Any) -> Meta {
+    Meta {
+        version: version.to_string(),
+        last_updated: SystemTime::now(),
+        body: body.clone(),
+    }
+}
+
+fn validate(body: &prost_types::Any, what: &str) -> Result<(), Nack> {
+    crate::config::validate::resource(body, what, &|_| 0).map_err(|e| e.to_string())
+}
+
+fn decode<M: Message + Default>(body: &prost_types::Any, what: &str) -> Result<M, Nack> {
+    M::decode(body.value.as_slice()).map_err(|e| format!("{what}: cannot decode: {e}"))
+}
+
+/// The RDS name and source of a listener's HTTP connection manager.
+fn rds_of(l: &Listener, parent: Option<&Source>) -> Result<Option<(Sub, String)>, Nack> {
+    let Routes::Rds(name) = &l.hcm.routes else {
+        return Ok(None);
+    };
+    let cs = l
+        .hcm
+        .rds_config_source
+        .as_ref()
+        .ok_or_else(|| format!("listener {}: rds.config_source is required", l.name))?;
+    let sub = Sub::of(cs, parent).map_err(|e| format!("listener {}: rds.config_source: {e}", l.name))?;
+    Ok(Some((sub, name.clone())))
+}
+
+/// The EDS source of a cluster, when it is an EDS cluster.
+fn eds_of(proto: &PCluster, compiled: &Cluster, parent: Option<&Source>) -> Result<Option<Sub>, Nack> {
+    if compiled.discovery != Discovery::Eds {
+        return Ok(None);
+    }
+    let cs = proto
+        .eds_cluster_config
+        .as_ref()
+        .and_then(|e| e.eds_config.as_ref())
+        .ok_or_else(|| {
+            format!(
+                "cluster {}: eds_cluster_config.eds_config is required",
+                proto.name
+            )
+        })?;
+    Sub::of(cs, parent)
+        .map(Some)
+        .map_err(|e| format!("cluster {}: eds_cluster_config.eds_config: {e}", proto.name))
+}
+
+/// Settings that shape upstream connections: when equal, a cluster update
+/// keeps the cluster's id and so its pooled connections.
+fn same_pools(a: &Cluster, b: &Cluster) -> bool {
+    a.discovery == b.discovery
+        && !matches!(a.discovery, Discovery::StrictDns | Discovery::LogicalDns)
+        && a.protocol == b.protocol
+        && a.h2_max_streams == b.h2_max_streams
+        && a.idle_timeout == b.idle_timeout
+        && a.max_requests_per_connection == b.max_requests_per_connection
+        && a.connect_timeout == b.connect_timeout
+}
+
+struct Counters {
+    prefix: String,
+}
+
+impl Counters {
+    fn of(ty: ResourceType) -> Counters {
+        Counters {
+            prefix: match ty {
+                ResourceType::Cluster => "cluster_manager.cds.".into(),
+                ResourceType::Listener => "listener_manager.lds.".into(),
+                ResourceType::ClusterLoadAssignment => "cluster_manager.eds.".into(),
+                ResourceType::RouteConfiguration => "http.rds.".into(),
+            },
+        }
+    }
+
+    fn inc(&self, name: &str) {
+        store().counter(&format!("{}{name}", self.prefix)).inc();
+    }
+}
+
+impl Manager {
+    /// Starts xDS when the bootstrap needs it (dynamic resources, RDS
+    /// listeners or EDS clusters); otherwise starts the static listeners and
+    /// declares the server LIVE. `statics` are the bootstrap's listeners,
+    /// bound but not accepting.
+    pub fn start(
+        loaded: &Loaded,
+        rt: &tokio::runtime::Runtime,
+        shared: Shared,
+        listeners: Arc<ListenerManager>,
+        statics: Vec<(Arc<Listener>, Bound)>,
+    ) -> Result<Option<Arc<Manager>>, String> {
+        let b = &loaded.bootstrap;
+        let dynamic = b.dynamic_resources.clone().unwrap_or_default();
+        let sub = |cs: &Option<ConfigSource>, what: &str| -> Result<Option<Sub>, String> {
+            cs.as_ref()
+                .map(|cs| Sub::of(cs, None).map_err(|e| format!("dynamic_resources.{what}: {e}")))
+                .transpose()
+        };
+        let lds = sub(&dynamic.lds_config, "lds_config")?;
+        let cds = sub(&dynamic.cds_config, "cds_config")?;
+        let mut state = State::default();
+        for (l, bound) in statics {
+            let rds = rds_of(&l, None).map_err(|e| format!("static_resources: {e}"))?;
+            state.statics.push(StaticListener {
+                listener: l,
+                bound: Some(bound),
+                rds,
+            });
+        }
+        let mut static_clusters = BTreeSet::new();
+        if let Some(sr) = &b.static_resources {
+            for c in &sr.clusters {
+                static_clusters.insert(c.name.clone());
+                if let Some(compiled) = shared.load().clusters.get(&c.name) {
+                    if let Some(s) =
+                        eds_of(c, compiled, None).map_err(|e| format!("static_resources: {e}"))?
+                    {
+                        state
+                            .init
+                            .static_eds
+                            .insert(compiled.eds_service_name.clone(), s.deadline());
+                        state
+                            .static_eds
+                            .push((c.name.clone(), s, compiled.eds_service_name.clone()));
+                    }
+                }
+            }
+        }
+        let needs_xds = lds.is_some()
+            || cds.is_some()
+            || !state.static_eds.is_empty()
+            || state.statics.iter().any(|s| s.rds.is_some());
+        if !needs_xds {
+            for s in state.statics {
+                if let Some(bound) = s.bound {
+                    listeners.start(s.listener, bound);
+                }
+            }
+            crate::admin::set_server_state(crate::admin::ServerState::Live);
+            return Ok(None);
+        }
+        crate::admin::set_server_state(crate::admin::ServerState::Initializing);
+        state.init.static_rds_deadline = state
+            .statics
+            .iter()
+            .filter_map(|s| s.rds.as_ref())
+            .map(|(sub, _)| sub.deadline())
+            .try_fold(Instant::now(), |acc, d| d.map(|d| acc.max(d)));
+        if let Some(c) = &cds {
+            state.init.cds_deadline = c.deadline();
+        } else {
+            state.init.cds_done = true;
+        }
+        let static_listeners = state.statics.iter().map(|s| s.listener.name.clone()).collect();
+        let (interest, _) = watch::channel(Interest::new());
+        let manager = Arc::new(Manager {
+            shared,
+            listeners,
+            interest,
+            lds,
+            cds,
+            static_clusters,
+            static_listeners,
+            state: Mutex::new(state),
+            connected: Mutex::new(BTreeMap::new()),
+        });
+        for ty in [ResourceType::Cluster, ResourceType::Listener] {
+            let c = Counters::of(ty);
+            for n in [
+                "update_attempt",
+                "update_success",
+                "update_rejected",
+                "update_failure",
+                "init_fetch_timeout",
+            ] {
+                store().counter(&format!("{}{n}", c.prefix));
+            }
+        }
+        store().gauge("control_plane.connected_state");
+        store().counter("server.dynamic_unknown_fields");
+        {
+            let mut st = manager.lock();
+            manager.advance(&mut st);
+        }
+        let _guard = rt.enter();
+        tokio::spawn(supervise(manager.clone(), loaded.bootstrap.clone()));
+        tokio::spawn(tick(Arc::downgrade(&manager)));
+        Ok(Some(manager))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every subscription's wanted names, as of now.
+    pub fn interest(&self) -> watch::Receiver<Interest> {
+        self.interest.subscribe()
+    }
+
+    // ---- applying updates ----
+
+    fn apply_clusters(
+        &self,
+        st: &mut State,
+        source: &Source,
+        u: &Update,
+        ch: &mut Changes,
+    ) -> Result<(), Nack> {
+        let snap = self.shared.load();
+        let mut incoming: BTreeMap<String, (PCluster, Cluster, &prost_types::Any)> = BTreeMap::new();
+        for r in &u.resources {
+            let what = format!("Cluster {}", r.name);
+            validate(&r.body, &what)?;
+            let proto: PCluster = decode(&r.body, &what)?;
+            if self.static_clusters.contains(&proto.name) {
+                tracing::warn!(
+                    "cds: cluster {} is a static cluster; CDS cannot change it",
+                    proto.name
+                );
+                continue;
+            }
+            let same = st
+                .clusters
+                .get(&proto.name)
+                .or_else(|| st.warming_clusters.get(&proto.name))
+                .is_some_and(|e| e.meta.body.value == r.body.value);
+            if same {
+                continue;
+            }
+            let compiled = Cluster::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
+            incoming.insert(proto.name.clone(), (proto, compiled, &r.body));
+        }
+        let removed: Vec<String> = if u.state_of_the_world {
+            let present: BTreeSet<&str> = u.resources.iter().map(|r| r.name.as_str()).collect();
+            st.clusters
+                .keys()
+                .chain(st.warming_clusters.keys())
+                .filter(|n| !present.contains(n.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            u.removed.clone()
+        };
+        // Everything compiled: now change state.
+        let mut entries = Vec::new();
+        for (name, (proto, mut compiled, body)) in incoming {
+            let eds = eds_of(&proto, &compiled, Some(source))?;
+            let old = st.clusters.get(&name).map(|e| e.compiled.clone());
+            if let Some(old) = &old {
+                if same_pools(old, &compiled) {
+                    compiled.id = old.id;
+                }
+            }
+            entries.push((name, compiled, eds, meta(&u.version, body), old));
+        }
+        for (name, mut compiled, eds, meta, old) in entries {
+            let known = eds.as_ref().and(st.endpoints.get(&compiled.eds_service_name));
+            if eds.is_some() && known.is_none() {
+                // Warms until its endpoints arrive; an old version keeps serving.
+                let deadline = eds.as_ref().and_then(Sub::deadline);
+                st.warming_clusters.insert(
+                    name,
+                    ClusterEntry {
+                        meta,
+                        compiled: Arc::new(compiled),
+                        eds,
+                        deadline,
+                    },
+                );
+                continue;
+            }
+            if let Some(e) = known {
+                let prev = old.as_ref().map(|c| c.hosts.clone()).unwrap_or_default();
+                compiled.hosts = Arc::new(
+                    eds_hosts(&prev, &e.endpoints, compiled.lb)
+                        .map_err(|err| format!("Cluster {name}: {err}"))?,
+                );
+            }
+            let compiled = Arc::new(compiled);
+            store()
+                .counter(if old.is_some() {
+                    "cluster_manager.cluster_modified"
+                } else {
+                    "cluster_manager.cluster_added"
+                })
+                .inc();
+            st.warming_clusters.remove(&name);
+            ch.clusters.push(compiled.clone());
+            st.clusters.insert(
+                name,
+                ClusterEntry {
+                    meta,
+                    compiled,
+                    eds,
+                    deadline: None,
+                },
+            );
+        }
+        for name in removed {
+            let was_active = st.clusters.remove(&name).is_some();
+            st.warming_clusters.remove(&name);
+            if was_active {
+                store().counter("cluster_manager.cluster_removed").inc();
+                ch.removed_clusters.push(name);
+            }
+        }
+        drop(snap);
+        st.init.cds_done = true;
+        Ok(())
+    }
+
+    fn apply_endpoints(&self, st: &mut State, u: &Update, ch: &mut Changes) -> Result<(), Nack> {
+        let mut incoming = Vec::new();
+        for r in &u.resources {
+            let what = format!("ClusterLoadAssignment {}", r.name);
+            validate(&r.body, &what)?;
+            let cla: ClusterLoadAssignment = decode(&r.body, &what)?;
+            if st
+                .endpoints
+                .get(&cla.cluster_name)
+                .is_some_and(|e| e.meta.body.value == r.body.value)
+            {
+                continue;
+            }
+            let endpoints = endpoints_of(&cla).map_err(|e| format!("{what}: {e}"))?;
+            // Envoy's EDS takes IP addresses only.
+            if let Some(bad) = endpoints
+                .iter()
+                .find(|e| e.address.parse::<std::net::IpAddr>().is_err())
+            {
+                return Err(format!(
+                    "{what}: endpoint address `{}` is not an IP address (EDS endpoints must be IPs)",
+                    bad.address
+                ));
+            }
+            incoming.push((cla.cluster_name.clone(), meta(&u.version, &r.body), endpoints));
+        }
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for (name, meta, endpoints) in incoming {
+            st.endpoints
+                .insert(name.clone(), EndpointEntry { meta, endpoints });
+            changed.insert(name);
+        }
+        for name in &u.removed {
+            if st.endpoints.remove(name).is_some() {
+                changed.insert(name.clone());
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // Active clusters (static or dynamic) fed by a changed assignment.
+        let snap = self.shared.load();
+        let empty = Vec::new();
+        for c in snap.clusters.values() {
+            if c.discovery != Discovery::Eds || !changed.contains(&c.eds_service_name) {
+                continue;
+            }
+            let endpoints = st
+                .endpoints
+                .get(&c.eds_service_name)
+                .map(|e| &e.endpoints)
+                .unwrap_or(&empty);
+            let hosts =
+                eds_hosts(&c.hosts, endpoints, c.lb).map_err(|e| format!("cluster {}: {e}", c.name))?;
+            let updated = Arc::new(c.with_hosts(Arc::new(hosts)));
+            if let Some(e) = st.clusters.get_mut(&c.name) {
+                e.compiled = updated.clone();
+            }
+            ch.clusters.push(updated);
+            st.init.static_eds.remove(&c.eds_service_name);
+        }
+        // Warming clusters waiting for one of them go active.
+        let ready: Vec<String> = st
+            .warming_clusters
+            .iter()
+            .filter(|(_, e)| changed.contains(&e.compiled.eds_service_name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            self.promote_cluster(st, &name, ch)?;
+        }
+        Ok(())
+    }
+
+    /// A warming cluster goes active, with the endpoints known for it (none
+    /// when its initial fetch timed out).
+    fn promote_cluster(&self, st: &mut State, name: &str, ch: &mut Changes) -> Result<(), Nack> {
+        let Some(mut entry) = st.warming_clusters.remove(name) else {
+            return Ok(());
+        };
+        let c = &entry.compiled;
+        let prev: Arc<HostSet> = st
+            .clusters
+            .get(name)
+            .map(|e| e.compiled.hosts.clone())
+            .unwrap_or_default();
+        let endpoints = st
+            .endpoints
+            .get(&c.eds_service_name)
+            .map(|e| e.endpoints.clone())
+            .unwrap_or_default();
+        let hosts = eds_hosts(&prev, &endpoints, c.lb).map_err(|e| format!("cluster {name}: {e}"))?;
+        let mut fresh = c.with_hosts(Arc::new(hosts));
+        if let Some(old) = st.clusters.get(name) {
+            if same_pools(&old.compiled, &fresh) {
+                fresh.id = old.compiled.id;
+            }
+        }
+        let existed = st.clusters.contains_key(name);
+        store()
+            .counter(if existed {
+                "cluster_manager.cluster_modified"
+            } else {
+                "cluster_manager.cluster_added"
+            })
+            .inc();
+        entry.compiled = Arc::new(fresh);
+        entry.deadline = None;
+        ch.clusters.push(entry.compiled.clone());
+        st.clusters.insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    fn apply_listeners(
+        &self,
+        st: &mut State,
+        source: &Source,
+        u: &Update,
+        ch: &mut Changes,
+    ) -> Result<(), Nack> {
+        let mut incoming = Vec::new();
+        for r in &u.resources {
+            let what = format!("Listener {}", r.name);
+            validate(&r.body, &what)?;
+            let proto: PListener = decode(&r.body, &what)?;
+            if self.static_listeners.contains(&proto.name) {
+                return Err(format!(
+                    "{what}: a static listener of that name exists; LDS cannot add or update it"
+                ));
+            }
+            let same = st
+                .listeners
+                .get(&proto.name)
+                .or_else(|| st.warming_listeners.get(&proto.name))
+                .is_some_and(|e| e.meta.body.value == r.body.value);
+            if same {
+                continue;
+            }
+            let compiled = Listener::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
+            let rds = rds_of(&compiled, Some(source))?;
+            incoming.push((compiled, rds, meta(&u.version, &r.body)));
+        }
+        // Bind every new address before changing anything, so a port in use
+        // rejects the whole update.
+        let mut prepared = Vec::new();
+        for (compiled, rds, meta) in incoming {
+            let same_address = st
+                .listeners
+                .get(&compiled.name)
+                .is_some_and(|e| e.compiled.address == compiled.address);
+            let bound = if same_address {
+                None
+            } else {
+                match self.listeners.bind(&compiled) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        store().counter("listener_manager.listener_create_failure").inc();
+                        return Err(format!("Listener {}: {e}", compiled.name));
+                    }
+                }
+            };
+            prepared.push((compiled, rds, meta, bound));
+        }
+        let removed: Vec<String> = if u.state_of_the_world {
+            let present: BTreeSet<&str> = u.resources.iter().map(|r| r.name.as_str()).collect();
+            st.listeners
+                .keys()
+                .chain(st.warming_listeners.keys())
+                .filter(|n| !present.contains(n.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            u.removed.clone()
+        };
+        for (compiled, rds, meta, bound) in prepared {
+            let deadline = rds.as_ref().and_then(|(s, _)| s.deadline());
+            let entry = ListenerEntry {
+                meta,
+                compiled: Arc::new(compiled),
+                rds,
+                bound,
+                deadline,
+            };
+            let name = entry.compiled.name.clone();
+            st.warming_listeners.insert(name, entry);
+        }
+        for name in removed {
+            st.warming_listeners.remove(&name);
+            if st.listeners.remove(&name).is_some() {
+                self.listeners.remove(&name);
+                store().counter("listener_manager.listener_removed").inc();
+                ch.listeners = true;
+            }
+        }
+        self.promote_listeners(st, ch, false);
+        st.init.lds_done = true;
+        Ok(())
+    }
+
+    /// Warming listeners whose routes are known (or whose wait is over, with
+    /// `expired`) become active; they start accepting once the server is LIVE.
+    fn promote_listeners(&self, st: &mut State, ch: &mut Changes, expired_only: bool) {
+        let now = Instant::now();
+        let ready: Vec<String> = st
+            .warming_listeners
+            .iter()
+            .filter(|(_, e)| {
+                let routes_known = e.rds.as_ref().is_none_or(|(_, n)| st.routes.contains_key(n));
+                let expired = e.deadline.is_some_and(|d| d <= now);
+                if expired_only {
+                    expired && !routes_known
+                } else {
+                    routes_known || expired
+                }
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            let Some(mut entry) = st.warming_listeners.remove(&name) else {
+                continue;
+            };
+            entry.deadline = None;
+            let existed = st.listeners.contains_key(&name);
+            store()
+                .counter(if existed {
+                    "listener_manager.listener_modified"
+                } else {
+                    "listener_manager.listener_added"
+                })
+                .inc();
+            if st.init.live {
+                self.activate(&mut entry);
+            }
+            st.listeners.insert(name, entry);
+            ch.listeners = true;
+        }
+    }
+
+    /// Starts an active listener accepting (or hands its new config to the
+    /// running one on the same address).
+    fn activate(&self, entry: &mut ListenerEntry) {
+        match entry.bound.take() {
+            Some(bound) => {
+                self.listeners.start(entry.compiled.clone(), bound);
+                store().counter("listener_manager.listener_create_success").inc();
+            }
+            None => {
+                if !self.listeners.update(entry.compiled.clone()) {
+                    tracing::warn!("listener {}: no running listener to update", entry.compiled.name);
+                }
+            }
+        }
+    }
+
+    fn apply_routes(&self, st: &mut State, u: &Update, ch: &mut Changes) -> Result<(), Nack> {
+        let mut incoming = Vec::new();
+        for r in &u.resources {
+            let what = format!("RouteConfiguration {}", r.name);
+            validate(&r.body, &what)?;
+            let rc: RouteConfiguration = decode(&r.body, &what)?;
+            if st
+                .routes
+                .get(&rc.name)
+                .is_some_and(|e| e.meta.body.value == r.body.value)
+            {
+                continue;
+            }
+            let table = RouteTable::compile(&rc).map_err(|e| format!("{what}: {e}"))?;
+            incoming.push((rc.name.clone(), meta(&u.version, &r.body), Arc::new(table)));
+        }
+        for (name, meta, table) in incoming {
+            ch.routes.push((name.clone(), table));
+            st.routes.insert(name, RouteEntry { meta });
+        }
+        for name in &u.removed {
+            if st.routes.remove(name).is_some() {
+                ch.removed_routes.push(name.clone());
+            }
+        }
+        self.promote_listeners(st, ch, false);
+        Ok(())
+    }
+
+    // ---- publishing, init and interest ----
+
+    /// One publish: the current snapshot with `ch` applied. `rcu`, because
+    /// DNS refreshes publish host sets concurrently.
+    fn publish(&self, st: &State, ch: &Changes) {
+        if ch.is_empty() {
+            return;
+        }
+        let listeners: Option<Vec<Arc<Listener>>> = ch.listeners.then(|| {
+            st.statics
+                .iter()
+                .map(|s| s.listener.clone())
+                .chain(st.listeners.values().map(|e| e.compiled.clone()))
+                .collect()
+        });
+        self.shared.rcu(|cur: &Arc<Snapshot>| {
+            let mut clusters = cur.clusters.clone();
+            for c in &ch.clusters {
+                clusters.insert(c.name.clone(), c.clone());
+            }
+            for n in &ch.removed_clusters {
+                clusters.remove(n);
+            }
+            let mut routes = cur.routes.clone();
+            for (n, t) in &ch.routes {
+                routes.insert(n.clone(), t.clone());
+            }
+            for n in &ch.removed_routes {
+                routes.remove(n);
+            }
+            Arc::new(Snapshot {
+                listeners: listeners.clone().unwrap_or_else(|| cur.listeners.clone()),
+                clusters,
+                routes,
+                dns_resolver: cur.dns_resolver.clone(),
+            })
+        });
+        for c in &ch.clusters {
+            crate::runtime::dns::start_cluster(&self.shared, c.clone());
+        }
+        let st_gauges = store();
+        st_gauges
+            .gauge("cluster_manager.active_clusters")
+            .set(self.shared.load().clusters.len() as i64);
+        st_gauges
+            .gauge("cluster_manager.warming_clusters")
+            .set(st.warming_clusters.len() as i64);
+        st_gauges
+            .gauge("listener_manager.total_listeners_warming")
+            .set(st.warming_listeners.len() as i64);
+        st_gauges
+            .gauge("listener_manager.total_listeners_active")
+            .set((st.statics.len() + st.listeners.len()) as i64);
+    }
+
+    /// Moves initialization forward as far as it can go, and recomputes
+    /// what every source must request.
+    fn advance(&self, st: &mut State) {
+        let now = Instant::now();
+        let init = &mut st.init;
+        if !init.live {
+            if !init.cds_done && init.cds_deadline.is_some_and(|d| d <= now) {
+                tracing::warn!("cds: initial fetch timed out; going on without clusters");
+                store().counter("cluster_manager.cds.init_fetch_timeout").inc();
+                init.cds_done = true;
+            }
+            init.static_eds.retain(|_, d| d.is_none_or(|d| d > now));
+            let clusters_ready =
+                init.cds_done && init.static_eds.is_empty() && st.warming_clusters.is_empty();
+            if clusters_ready && !init.lds_started {
+                init.lds_started = true;
+                match &self.lds {
+                    Some(l) => init.lds_deadline = l.deadline(),
+                    None => init.lds_done = true,
+                }
+            }
+            if init.lds_started && !init.lds_done && init.lds_deadline.is_some_and(|d| d <= now) {
+                tracing::warn!("lds: initial fetch timed out; going on without listeners");
+                store().counter("listener_manager.lds.init_fetch_timeout").inc();
+                init.lds_done = true;
+            }
+            let statics_ready = init.static_rds_deadline.is_none_or(|d| d <= now)
+                || st
+                    .statics
+                    .iter()
+                    .all(|s| s.rds.as_ref().is_none_or(|(_, n)| st.routes.contains_key(n)));
+            let init = &st.init;
+            if clusters_ready && init.lds_done && st.warming_listeners.is_empty() && statics_ready {
+                self.go_live(st);
+            }
+        }
+        self.update_interest(st);
+    }
+
+    fn go_live(&self, st: &mut State) {
+        st.init.live = true;
+        for s in &mut st.statics {
+            if let Some(bound) = s.bound.take() {
+                self.listeners.start(s.listener.clone(), bound);
+            }
+        }
+        let names: Vec<String> = st.listeners.keys().cloned().collect();
+        for name in names {
+            if let Some(mut e) = st.listeners.remove(&name) {
+                self.activate(&mut e);
+                st.listeners.insert(name, e);
+            }
+        }
+        tracing::info!("all dependencies initialized: the server is LIVE");
+        crate::admin::set_server_state(crate::admin::ServerState::Live);
+    }
+
+    fn update_interest(&self, st: &State) {
+        let mut interest = Interest::new();
+        let mut want = |source: &Source, ty: ResourceType, name: Option<&str>| {
+            let subs = interest.entry(source.clone()).or_default();
+            match name {
+                None => {
+                    subs.insert(ty, None);
+                }
+                Some(n) => {
+                    if let Some(set) = subs.entry(ty).or_insert_with(|| Some(BTreeSet::new())) {
+                        set.insert(n.to_string());
+                    }
+                }
+            }
+        };
+        if let Some(c) = &self.cds {
+            want(&c.source, ResourceType::Cluster, None);
+        }
+        if let (Some(l), true) = (&self.lds, st.init.lds_started) {
+            want(&l.source, ResourceType::Listener, None);
+        }
+        for e in st.clusters.values().chain(st.warming_clusters.values()) {
+            if let Some(eds) = &e.eds {
+                want(
+                    &eds.source,
+                    ResourceType::ClusterLoadAssignment,
+                    Some(&e.compiled.eds_service_name),
+                );
+            }
+        }
+        for (_, sub, service) in &st.static_eds {
+            want(&sub.source, ResourceType::ClusterLoadAssignment, Some(service));
+        }
+        for (sub, name) in st.statics.iter().filter_map(|s| s.rds.as_ref()).chain(
+            st.listeners
+                .values()
+                .chain(st.warming_listeners.values())
+                .filter_map(|e| e.rds.as_ref()),
+        ) {
+            want(&sub.source, ResourceType::RouteConfiguration, Some(name));
+        }
+        self.interest.send_if_modified(|cur| {
+            if *cur == interest {
+                false
+            } else {
+                *cur = interest;
+                true
+            }
+        });
+    }
+
+    /// Warming deadlines that passed: clusters go active without endpoints,
+    /// listeners start without their routes, initialization moves on.
+    fn on_tick(&self) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let mut ch = Changes::default();
+        let expired: Vec<String> = st
+            .warming_clusters
+            .iter()
+            .filter(|(_, e)| e.deadline.is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            tracing::warn!("cluster {name}: no endpoints arrived in time; using it without hosts");
+            if let Err(e) = self.promote_cluster(&mut st, &name, &mut ch) {
+                tracing::warn!("{e}");
+            }
+        }
+        self.promote_listeners(&mut st, &mut ch, true);
+        self.publish(&st, &ch);
+        if !st.init.live || !ch.is_empty() {
+            self.advance(&mut st);
+        }
+    }
+
+    // ---- what the admin shows ----
+
+    /// Accepted resources of one type, for `/config_dump`: (name, meta,
+    /// warming).
+    pub fn dump(&self, ty: ResourceType) -> Vec<(String, Meta, bool)> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        match ty {
+            ResourceType::Cluster => {
+                out.extend(
+                    st.clusters
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.meta.clone(), false)),
+                );
+                out.extend(
+                    st.warming_clusters
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.meta.clone(), true)),
+                );
+            }
+            ResourceType::Listener => {
+                out.extend(
+                    st.listeners
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.meta.clone(), false)),
+                );
+                out.extend(
+                    st.warming_listeners
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.meta.clone(), true)),
+                );
+            }
+            ResourceType::RouteConfiguration => {
+                out.extend(st.routes.iter().map(|(n, e)| (n.clone(), e.meta.clone(), false)));
+            }
+            ResourceType::ClusterLoadAssignment => {
+                out.extend(
+                    st.endpoints
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.meta.clone(), false)),
+                );
+            }
+        }
+        out
+    }
+
+    /// The last accepted `version_info` of a type.
+    pub fn version(&self, ty: ResourceType) -> Option<String> {
+        self.lock().versions.get(&ty).cloned()
+    }
+
+    /// The last rejected update of a type: (message, when).
+    pub fn last_error(&self, ty: ResourceType) -> Option<(String, SystemTime)> {
+        self.lock().errors.get(&ty).cloned()
+    }
+
+    fn record(
+        &self,
+        st: &mut State,
+        ty: ResourceType,
+        result: &Result<(), Nack>,
+        version: &str,
+        took: Option<Duration>,
+    ) {
+        let c = Counters::of(ty);
+        c.inc("update_attempt");
+        match result {
+            Ok(()) => {
+                c.inc("update_success");
+                if let Some(took) = took {
+                    // Envoy's `update_duration` (ms): validate, compile, publish.
+                    store()
+                        .histogram(&format!("{}update_duration", c.prefix))
+                        .record(took.as_millis() as u64);
+                }
+                st.versions.insert(ty, version.to_string());
+            }
+            Err(e) => {
+                c.inc("update_rejected");
+                st.errors.insert(ty, (e.clone(), SystemTime::now()));
+            }
+        }
+    }
+}
+
+impl Sink for Manager {
+    fn apply(&self, source: &Source, update: Update) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mut st = self.lock();
+        let mut ch = Changes::default();
+        let result = match update.ty {
+            ResourceType::Cluster => self.apply_clusters(&mut st, source, &update, &mut ch),
+            ResourceType::ClusterLoadAssignment => self.apply_endpoints(&mut st, &update, &mut ch),
+            ResourceType::Listener => self.apply_listeners(&mut st, source, &update, &mut ch),
+            ResourceType::RouteConfiguration => self.apply_routes(&mut st, &update, &mut ch),
+        };
+        if result.is_ok() {
+            self.publish(&st, &ch);
+            self.advance(&mut st);
+        }
+        self.record(
+            &mut st,
+            update.ty,
+            &result,
+            &update.version,
+            Some(started.elapsed()),
+        );
+        match &result {
+            Ok(()) => {
+                tracing::debug!(
+                    "{}: applied version {} ({} resources, {} removed) in {:?}",
+                    update.ty.short(),
+                    update.version,
+                    update.resources.len(),
+                    update.removed.len(),
+                    started.elapsed()
+                );
+            }
+            Err(e) => tracing::warn!("{}: rejected version {}: {e}", update.ty.short(), update.version),
+        }
+        result
+    }
+
+    fn rejected(&self, _source: &Source, ty: ResourceType, error: &str) {
+        let mut st = self.lock();
+        let result = Err(error.to_string());
+        self.record(&mut st, ty, &result, "", None);
+        tracing::warn!("{}: rejected: {error}", ty.short());
+    }
+
+    fn stream_state(&self, source: &Source, connected: bool) {
+        let mut c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(source.clone(), connected);
+        let any = c.values().any(|v| *v);
+        store().gauge("control_plane.connected_state").set(i64::from(any));
+    }
+}
+
+/// Starts one driver per source as sources appear in the interest.
+async fn supervise(manager: Arc<Manager>, bootstrap: crate::proto::envoy::config::bootstrap::v3::Bootstrap) {
+    let mut interest = manager.interest();
+    let mut started: BTreeSet<Source> = BTreeSet::new();
+    let ctx = super::client_context(&bootstrap, manager.shared.clone());
+    loop {
+        let sources: Vec<Source> = interest.borrow_and_update().keys().cloned().collect();
+        for source in sources {
+            if !started.insert(source.clone()) {
+                continue;
+            }
+            let sink: Arc<dyn Sink> = manager.clone();
+            let rx = manager.interest();
+            match &source {
+                Source::Path { .. } => {
+                    tokio::spawn(super::files::run(source.clone(), sink, rx));
+                }
+                Source::Ads | Source::Grpc { .. } => match &ctx {
+                    Ok(ctx) => {
+                        tokio::spawn(super::client::run(source.clone(), ctx.clone(), sink, rx));
+                    }
+                    Err(e) => tracing::error!("xDS: {e}"),
+                },
+            }
+        }
+        if interest.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Checks warming deadlines until the manager is gone.
+async fn tick(manager: std::sync::Weak<Manager>) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(m) = manager.upgrade() else { return };
+        m.on_tick();
+    }
+}
+
+/// Stats names per RDS route config, used by the HCM's `rds` stats.
+pub fn rds_stat_prefix(stat_prefix: &str, route: &str) -> String {
+    format!("http.{}.rds.{}.", sanitize(stat_prefix), sanitize(route))
+}

@@ -26,7 +26,10 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-use crate::proto::envoy::config::core::v3::{api_config_source::ApiType, config_source, grpc_service, ConfigSource};
+use crate::proto::envoy::config::bootstrap::v3::Bootstrap;
+use crate::proto::envoy::config::core::v3::{
+    api_config_source::ApiType, config_source, grpc_service, node, ConfigSource, Node,
+};
 
 /// The resource types legate consumes, in Envoy's subscription order
 /// (clusters and their endpoints before listeners and their routes).
@@ -65,7 +68,9 @@ impl ResourceType {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             }
             ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            ResourceType::RouteConfiguration => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            ResourceType::RouteConfiguration => {
+                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+            }
         }
     }
 
@@ -103,7 +108,9 @@ pub fn resource_name(ty: ResourceType, any: &prost_types::Any) -> Result<String,
     let bad = |e: prost::DecodeError| format!("cannot decode {}: {e}", ty.message_name());
     Ok(match ty {
         ResourceType::Cluster => Cluster::decode(bytes).map_err(bad)?.name,
-        ResourceType::ClusterLoadAssignment => ClusterLoadAssignment::decode(bytes).map_err(bad)?.cluster_name,
+        ResourceType::ClusterLoadAssignment => {
+            ClusterLoadAssignment::decode(bytes).map_err(bad)?.cluster_name
+        }
         ResourceType::Listener => Listener::decode(bytes).map_err(bad)?.name,
         ResourceType::RouteConfiguration => RouteConfiguration::decode(bytes).map_err(bad)?.name,
     })
@@ -189,12 +196,18 @@ impl Source {
 }
 
 /// The server of an `api_config_source` / `ads_config`: its first gRPC service.
-pub fn grpc_server(services: &[crate::proto::envoy::config::core::v3::GrpcService]) -> Result<GrpcServer, String> {
+pub fn grpc_server(
+    services: &[crate::proto::envoy::config::core::v3::GrpcService],
+) -> Result<GrpcServer, String> {
     use grpc_service::TargetSpecifier as T;
     match services.first().and_then(|g| g.target_specifier.as_ref()) {
-        Some(T::EnvoyGrpc(e)) if !e.cluster_name.is_empty() => Ok(GrpcServer::Cluster(e.cluster_name.clone())),
+        Some(T::EnvoyGrpc(e)) if !e.cluster_name.is_empty() => {
+            Ok(GrpcServer::Cluster(e.cluster_name.clone()))
+        }
         Some(T::GoogleGrpc(g)) if !g.target_uri.is_empty() => Ok(GrpcServer::Target(g.target_uri.clone())),
-        _ => Err("grpc_services: needs one entry with envoy_grpc.cluster_name (or google_grpc.target_uri)".into()),
+        _ => Err(
+            "grpc_services: needs one entry with envoy_grpc.cluster_name (or google_grpc.target_uri)".into(),
+        ),
     }
 }
 
@@ -226,6 +239,73 @@ pub trait Sink: Send + Sync + 'static {
     fn stream_state(&self, source: &Source, connected: bool);
 }
 
+/// legate's name and version in `node.user_agent_*`.
+pub const USER_AGENT: &str = "legate";
+
+/// The node identity every xDS request carries: the bootstrap's `node`
+/// (after `--service-*` overrides) plus the user agent and the client
+/// features legate supports.
+pub fn node_of(b: &Bootstrap) -> Node {
+    let mut node = b.node.clone().unwrap_or_default();
+    node.user_agent_name = USER_AGENT.into();
+    node.user_agent_version_type = Some(node::UserAgentVersionType::UserAgentVersion(
+        env!("CARGO_PKG_VERSION").into(),
+    ));
+    for f in ["xds.config.resource-in-sotw"] {
+        if !node.client_features.iter().any(|c| c == f) {
+            node.client_features.push(f.into());
+        }
+    }
+    node
+}
+
+/// How gRPC drivers reach their servers, from the bootstrap: the ADS
+/// servers and mode, and cluster names resolved against the live snapshot.
+pub fn client_context(b: &Bootstrap, shared: crate::model::Shared) -> Result<client::ClientContext, String> {
+    let ads = b.dynamic_resources.as_ref().and_then(|d| d.ads_config.as_ref());
+    let ads_servers = match ads {
+        Some(a) => {
+            vec![grpc_server(&a.grpc_services).map_err(|e| format!("dynamic_resources.ads_config.{e}"))?]
+        }
+        None => Vec::new(),
+    };
+    let ads_delta = ads.is_some_and(|a| {
+        matches!(
+            ApiType::try_from(a.api_type),
+            Ok(ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc)
+        )
+    });
+    let resolve = move |server: &GrpcServer| -> Option<client::Dial> {
+        match server {
+            GrpcServer::Target(t) => Some(client::Dial {
+                uri: format!("http://{t}"),
+                connect_timeout: std::time::Duration::from_secs(5),
+            }),
+            GrpcServer::Cluster(name) => {
+                let snap = shared.load();
+                let c = snap.clusters.get(name)?;
+                let host = c.hosts.hosts.first()?;
+                Some(client::Dial {
+                    uri: format!("http://{}", host.addr),
+                    connect_timeout: c.connect_timeout,
+                })
+            }
+        }
+    };
+    Ok(client::ClientContext {
+        node: node_of(b),
+        ads_delta,
+        ads_servers,
+        set_node_on_first_message_only: ads.is_some_and(|a| a.set_node_on_first_message_only),
+        resolve: std::sync::Arc::new(resolve),
+        backoff: client::Backoff {
+            base: std::time::Duration::from_millis(500),
+            max: std::time::Duration::from_secs(30),
+        },
+        initial_versions: BTreeMap::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +315,10 @@ mod tests {
         for t in ResourceType::ALL {
             assert_eq!(ResourceType::from_type_url(t.type_url()), Some(t));
         }
-        assert_eq!(ResourceType::from_type_url("type.googleapis.com/envoy.api.v2.Listener"), None);
+        assert_eq!(
+            ResourceType::from_type_url("type.googleapis.com/envoy.api.v2.Listener"),
+            None
+        );
         assert_eq!(
             ResourceType::from_type_url("example.com/envoy.config.listener.v3.Listener"),
             Some(ResourceType::Listener)

@@ -122,6 +122,23 @@ pub struct Args {
     /// Accepted for compatibility and ignored: legate has no hot restart.
     #[arg(long = "restart-epoch", default_value_t = 0)]
     pub restart_epoch: u32,
+
+    /// legate's sidecar mode: stream LDS/CDS (and their RDS/EDS) over ADS
+    /// from this control plane (HOST:PORT, h2c). Repeat for failover: tried
+    /// in order. The file's static_resources serve until the control plane's
+    /// config is complete, and whenever it cannot be reached at startup.
+    #[arg(long = "xds-server", value_name = "HOST:PORT", env = "LEGATE_XDS_SERVER",
+          value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub xds_server: Vec<String>,
+
+    /// With --xds-server: use incremental (delta) xDS instead of state of the world.
+    #[arg(long = "xds-delta")]
+    pub xds_delta: bool,
+
+    /// With --xds-server: keep the last accepted control-plane config in DIR
+    /// and serve it at startup when the control plane is unreachable.
+    #[arg(long = "xds-cache", value_name = "DIR", env = "LEGATE_XDS_CACHE")]
+    pub xds_cache: Option<PathBuf>,
 }
 
 /// Parses `--component-log-level` into `tracing` directives (`legate::<c>=<level>`).
@@ -164,6 +181,23 @@ mod tests {
         assert_eq!(a.service_node.as_deref(), Some("n"));
         assert!(Args::try_parse_from(["legate", "--mode", "bogus"]).is_err());
         assert!(Args::try_parse_from(["legate", "-l", "loud"]).is_err());
+    }
+
+    #[test]
+    fn xds_servers_repeat_and_split() {
+        let a = Args::try_parse_from([
+            "legate",
+            "--xds-server",
+            "cp1:18000",
+            "--xds-server",
+            "cp2:18000,cp3:18000",
+            "--xds-delta",
+        ])
+        .unwrap();
+        assert_eq!(a.xds_server, vec!["cp1:18000", "cp2:18000", "cp3:18000"]);
+        assert!(a.xds_delta);
+        let a = Args::try_parse_from(["legate", "-c", "f.yaml"]).unwrap();
+        assert!(a.xds_server.is_empty() || std::env::var_os("LEGATE_XDS_SERVER").is_some());
     }
 
     #[test]

@@ -129,9 +129,15 @@ fn main() -> ExitCode {
                 .concurrency
                 .filter(|n| *n > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let sidecar = (!args.xds_server.is_empty()).then(|| legate::xds::manager::Sidecar {
+                servers: args.xds_server.clone(),
+                delta: args.xds_delta,
+                cache: args.xds_cache.clone(),
+            });
             let opts = legate::runtime::Options {
                 concurrency,
                 drain_time: std::time::Duration::from_secs(args.drain_time_s),
+                sidecar,
             };
             match legate::runtime::run(&loaded, opts) {
                 Ok(()) => ExitCode::SUCCESS,

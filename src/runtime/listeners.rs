@@ -170,6 +170,24 @@ impl ListenerManager {
         true
     }
 
+    /// Hands the sockets of the active listener `old` to `l` (sidecar mode:
+    /// the control plane's listener on the fallback's address): new
+    /// connections get `l`, the old ones drain. False when `old` is not active.
+    pub fn take_over(&self, old: &str, l: Arc<Listener>) -> bool {
+        let mut slots = self.slots();
+        let Some(slot) = slots.remove(old) else {
+            return false;
+        };
+        let previous = slot.current.swap(Arc::new(Generation {
+            listener: l.clone(),
+            drain: watch::channel(false).0,
+        }));
+        let _ = previous.drain.send(true);
+        tracing::info!("listener {} takes over {} on {}", l.name, old, slot.local_addr);
+        slots.insert(l.name.clone(), slot);
+        true
+    }
+
     /// Stops the listener `name` accepting and drains its connections.
     pub fn remove(&self, name: &str) -> bool {
         let Some(slot) = self.slots().remove(name) else {

@@ -20,6 +20,8 @@ use listeners::{ListenerManager, Workers};
 pub struct Options {
     pub concurrency: usize,
     pub drain_time: Duration,
+    /// `--xds-server` and friends: legate's sidecar mode.
+    pub sidecar: Option<crate::xds::manager::Sidecar>,
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains. Returns the exit code.
@@ -52,8 +54,14 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
         statics.push((l.clone(), bound));
     }
     let static_count = statics.len();
-    let xds =
-        crate::xds::manager::Manager::start(loaded, &main_rt, shared.clone(), listeners.clone(), statics)?;
+    let xds = crate::xds::manager::Manager::start(
+        loaded,
+        &main_rt,
+        shared.clone(),
+        listeners.clone(),
+        statics,
+        opts.sidecar.clone(),
+    )?;
 
     // --- Admin interface and server stats (src/admin, src/stats.rs) ---
     // Logged before "all N workers started": tests read the admin address
@@ -108,9 +116,7 @@ type StartedWorkers = (Workers, Vec<std::thread::JoinHandle<()>>, watch::Sender<
 
 /// Starts `n` worker threads, each a current-thread runtime that runs the
 /// tasks the main runtime spawns on it (accept loops) until `stop`.
-fn start_workers(
-    n: usize,
-) -> Result<StartedWorkers, String> {
+fn start_workers(n: usize) -> Result<StartedWorkers, String> {
     let (stop, _) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();

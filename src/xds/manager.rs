@@ -100,6 +100,7 @@ struct ListenerEntry {
 
 struct RouteEntry {
     meta: Meta,
+    table: Arc<RouteTable>,
 }
 
 struct EndpointEntry {
@@ -142,6 +143,47 @@ struct State {
     versions: BTreeMap<ResourceType, String>,
     errors: BTreeMap<ResourceType, (String, SystemTime)>,
     init: Init,
+    /// Whether the dynamic config is published. Always, except in sidecar
+    /// mode before the control plane's (or the cache's) config is complete:
+    /// the fallback serves meanwhile and updates only accumulate.
+    switched: bool,
+    /// What serves now (sidecar mode), and since when.
+    serving: Serving,
+    serving_since: Option<SystemTime>,
+    /// Names of bootstrap clusters, which CDS cannot replace (until a
+    /// sidecar switch retires the fallback).
+    static_clusters: BTreeSet<String>,
+}
+
+/// Where the config in force comes from (`/config_source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Serving {
+    /// The bootstrap's static resources (sidecar fallback, or no xDS).
+    #[default]
+    Fallback,
+    /// The last control-plane config, read from `--xds-cache`.
+    Cache,
+    /// Updates from the control plane.
+    ControlPlane,
+}
+
+impl Serving {
+    pub fn name(self) -> &'static str {
+        match self {
+            Serving::Fallback => "fallback",
+            Serving::Cache => "cache",
+            Serving::ControlPlane => "control_plane",
+        }
+    }
+}
+
+/// legate's sidecar mode (`--xds-server`): ADS to these servers, the
+/// bootstrap's static resources as the fallback.
+#[derive(Clone, Debug, Default)]
+pub struct Sidecar {
+    pub servers: Vec<String>,
+    pub delta: bool,
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// Changes to publish, computed before the publish.
@@ -171,8 +213,9 @@ pub struct Manager {
     interest: watch::Sender<Interest>,
     lds: Option<Sub>,
     cds: Option<Sub>,
-    static_clusters: BTreeSet<String>,
     static_listeners: BTreeSet<String>,
+    sidecar: Option<Sidecar>,
+    node_id: String,
     state: Mutex<State>,
     connected: Mutex<BTreeMap<Source, bool>>,
 }
@@ -186,6 +229,22 @@ fn meta(version: &str, body: &prost_types::Any) -> Meta {
         last_updated: SystemTime::now(),
         body: body.clone(),
     }
+}
+
+/// A resource's own version (delta), else the response's.
+fn pick<'a>(own: &'a str, update: &'a str) -> &'a str {
+    if own.is_empty() {
+        update
+    } else {
+        own
+    }
+}
+
+fn version_of<'a>(resources: &'a [super::Resource], name: &str, update: &'a str) -> &'a str {
+    resources
+        .iter()
+        .find(|r| r.name == name)
+        .map_or(update, |r| pick(&r.version, update))
 }
 
 fn validate(body: &prost_types::Any, what: &str) -> Result<(), Nack> {
@@ -274,17 +333,41 @@ impl Manager {
         shared: Shared,
         listeners: Arc<ListenerManager>,
         statics: Vec<(Arc<Listener>, Bound)>,
+        sidecar: Option<Sidecar>,
     ) -> Result<Option<Arc<Manager>>, String> {
         let b = &loaded.bootstrap;
+        if sidecar.is_some() && b.dynamic_resources.is_some() {
+            return Err(
+                "the config has dynamic_resources and --xds-server was given: drop one \
+                 (remove dynamic_resources to run as a sidecar with static_resources as the fallback, \
+                 or drop --xds-server to use the file's own xDS config)"
+                    .into(),
+            );
+        }
         let dynamic = b.dynamic_resources.clone().unwrap_or_default();
         let sub = |cs: &Option<ConfigSource>, what: &str| -> Result<Option<Sub>, String> {
             cs.as_ref()
                 .map(|cs| Sub::of(cs, None).map_err(|e| format!("dynamic_resources.{what}: {e}")))
                 .transpose()
         };
-        let lds = sub(&dynamic.lds_config, "lds_config")?;
-        let cds = sub(&dynamic.cds_config, "cds_config")?;
-        let mut state = State::default();
+        let (lds, cds) = if sidecar.is_some() {
+            // Wait for the control plane for ever: the fallback serves meanwhile.
+            let ads = Sub {
+                source: Source::Ads,
+                timeout: None,
+            };
+            (Some(ads.clone()), Some(ads))
+        } else {
+            (
+                sub(&dynamic.lds_config, "lds_config")?,
+                sub(&dynamic.cds_config, "cds_config")?,
+            )
+        };
+        let mut state = State {
+            switched: sidecar.is_none(),
+            serving_since: Some(SystemTime::now()),
+            ..State::default()
+        };
         for (l, bound) in statics {
             let rds = rds_of(&l, None).map_err(|e| format!("static_resources: {e}"))?;
             state.statics.push(StaticListener {
@@ -293,10 +376,9 @@ impl Manager {
                 rds,
             });
         }
-        let mut static_clusters = BTreeSet::new();
-        if let Some(sr) = &b.static_resources {
+        if let Some(sr) = b.static_resources.as_ref().filter(|_| sidecar.is_none()) {
             for c in &sr.clusters {
-                static_clusters.insert(c.name.clone());
+                state.static_clusters.insert(c.name.clone());
                 if let Some(compiled) = shared.load().clusters.get(&c.name) {
                     if let Some(s) =
                         eds_of(c, compiled, None).map_err(|e| format!("static_resources: {e}"))?
@@ -325,7 +407,19 @@ impl Manager {
             crate::admin::set_server_state(crate::admin::ServerState::Live);
             return Ok(None);
         }
-        crate::admin::set_server_state(crate::admin::ServerState::Initializing);
+        if sidecar.is_some() {
+            // The fallback serves at once; legate never waits for the control plane.
+            for s in &mut state.statics {
+                if let Some(bound) = s.bound.take() {
+                    listeners.start(s.listener.clone(), bound);
+                }
+            }
+            state.init.live = true;
+            state.init.lds_started = true;
+            crate::admin::set_server_state(crate::admin::ServerState::Live);
+        } else {
+            crate::admin::set_server_state(crate::admin::ServerState::Initializing);
+        }
         state.init.static_rds_deadline = state
             .statics
             .iter()
@@ -337,7 +431,12 @@ impl Manager {
         } else {
             state.init.cds_done = true;
         }
-        let static_listeners = state.statics.iter().map(|s| s.listener.name.clone()).collect();
+        // In sidecar mode the control plane may reuse the fallback's names.
+        let static_listeners = if sidecar.is_some() {
+            BTreeSet::new()
+        } else {
+            state.statics.iter().map(|s| s.listener.name.clone()).collect()
+        };
         let (interest, _) = watch::channel(Interest::new());
         let manager = Arc::new(Manager {
             shared,
@@ -345,8 +444,9 @@ impl Manager {
             interest,
             lds,
             cds,
-            static_clusters,
             static_listeners,
+            sidecar: sidecar.clone(),
+            node_id: b.node.as_ref().map(|n| n.id.clone()).unwrap_or_default(),
             state: Mutex::new(state),
             connected: Mutex::new(BTreeMap::new()),
         });
@@ -364,12 +464,23 @@ impl Manager {
         }
         store().gauge("control_plane.connected_state");
         store().counter("server.dynamic_unknown_fields");
+        let mut initial_versions = BTreeMap::new();
         {
             let mut st = manager.lock();
+            if manager.sidecar.is_some() {
+                manager.publish_serving(&st);
+            }
+            if let Some(cached) = manager.load_cache(&loaded.bootstrap) {
+                initial_versions = manager.serve_cache(&mut st, cached);
+            }
             manager.advance(&mut st);
         }
+        let ctx = match &sidecar {
+            Some(s) => Ok(super::sidecar_context(&loaded.bootstrap, s, initial_versions)),
+            None => super::client_context(&loaded.bootstrap, manager.shared.clone()),
+        };
         let _guard = rt.enter();
-        tokio::spawn(supervise(manager.clone(), loaded.bootstrap.clone()));
+        tokio::spawn(supervise(manager.clone(), ctx));
         tokio::spawn(tick(Arc::downgrade(&manager)));
         Ok(Some(manager))
     }
@@ -398,7 +509,7 @@ impl Manager {
             let what = format!("Cluster {}", r.name);
             validate(&r.body, &what)?;
             let proto: PCluster = decode(&r.body, &what)?;
-            if self.static_clusters.contains(&proto.name) {
+            if st.static_clusters.contains(&proto.name) {
                 tracing::warn!(
                     "cds: cluster {} is a static cluster; CDS cannot change it",
                     proto.name
@@ -437,7 +548,8 @@ impl Manager {
                     compiled.id = old.id;
                 }
             }
-            entries.push((name, compiled, eds, meta(&u.version, body), old));
+            let m = meta(version_of(&u.resources, &name, &u.version), body);
+            entries.push((name, compiled, eds, m, old));
         }
         for (name, mut compiled, eds, meta, old) in entries {
             let known = eds.as_ref().and(st.endpoints.get(&compiled.eds_service_name));
@@ -519,7 +631,11 @@ impl Manager {
                     bad.address
                 ));
             }
-            incoming.push((cla.cluster_name.clone(), meta(&u.version, &r.body), endpoints));
+            incoming.push((
+                cla.cluster_name.clone(),
+                meta(pick(&r.version, &u.version), &r.body),
+                endpoints,
+            ));
         }
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for (name, meta, endpoints) in incoming {
@@ -535,13 +651,22 @@ impl Manager {
         if changed.is_empty() {
             return Ok(());
         }
-        // Active clusters (static or dynamic) fed by a changed assignment.
+        // Active clusters (dynamic ones from the state, static EDS ones from
+        // the snapshot) fed by a changed assignment.
         let snap = self.shared.load();
         let empty = Vec::new();
-        for c in snap.clusters.values() {
-            if c.discovery != Discovery::Eds || !changed.contains(&c.eds_service_name) {
-                continue;
-            }
+        let statics = st
+            .static_eds
+            .iter()
+            .filter_map(|(name, _, _)| snap.clusters.get(name).cloned());
+        let fed: Vec<Arc<Cluster>> = st
+            .clusters
+            .values()
+            .map(|e| e.compiled.clone())
+            .chain(statics)
+            .filter(|c| c.discovery == Discovery::Eds && changed.contains(&c.eds_service_name))
+            .collect();
+        for c in fed {
             let endpoints = st
                 .endpoints
                 .get(&c.eds_service_name)
@@ -635,7 +760,7 @@ impl Manager {
             }
             let compiled = Listener::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
             let rds = rds_of(&compiled, Some(source))?;
-            incoming.push((compiled, rds, meta(&u.version, &r.body)));
+            incoming.push((compiled, rds, meta(pick(&r.version, &u.version), &r.body)));
         }
         // Bind every new address before changing anything, so a port in use
         // rejects the whole update.
@@ -644,7 +769,8 @@ impl Manager {
             let same_address = st
                 .listeners
                 .get(&compiled.name)
-                .is_some_and(|e| e.compiled.address == compiled.address);
+                .is_some_and(|e| e.compiled.address == compiled.address)
+                || (!st.switched && self.fallback_on(st, compiled.address).is_some());
             let bound = if same_address {
                 None
             } else {
@@ -725,7 +851,7 @@ impl Manager {
                     "listener_manager.listener_added"
                 })
                 .inc();
-            if st.init.live {
+            if st.init.live && st.switched {
                 self.activate(&mut entry);
             }
             st.listeners.insert(name, entry);
@@ -763,11 +889,15 @@ impl Manager {
                 continue;
             }
             let table = RouteTable::compile(&rc).map_err(|e| format!("{what}: {e}"))?;
-            incoming.push((rc.name.clone(), meta(&u.version, &r.body), Arc::new(table)));
+            incoming.push((
+                rc.name.clone(),
+                meta(pick(&r.version, &u.version), &r.body),
+                Arc::new(table),
+            ));
         }
         for (name, meta, table) in incoming {
-            ch.routes.push((name.clone(), table));
-            st.routes.insert(name, RouteEntry { meta });
+            ch.routes.push((name.clone(), table.clone()));
+            st.routes.insert(name, RouteEntry { meta, table });
         }
         for name in &u.removed {
             if st.routes.remove(name).is_some() {
@@ -778,12 +908,149 @@ impl Manager {
         Ok(())
     }
 
+    fn apply_one(&self, st: &mut State, source: &Source, u: &Update, ch: &mut Changes) -> Result<(), Nack> {
+        match u.ty {
+            ResourceType::Cluster => self.apply_clusters(st, source, u, ch),
+            ResourceType::ClusterLoadAssignment => self.apply_endpoints(st, u, ch),
+            ResourceType::Listener => self.apply_listeners(st, source, u, ch),
+            ResourceType::RouteConfiguration => self.apply_routes(st, u, ch),
+        }
+    }
+
+    // ---- the sidecar cache ----
+
+    /// The cache for this node and server set, if there is a usable one.
+    fn load_cache(
+        &self,
+        b: &crate::proto::envoy::config::bootstrap::v3::Bootstrap,
+    ) -> Option<super::cache::Cached> {
+        let sidecar = self.sidecar.as_ref()?;
+        let dir = sidecar.cache.as_ref()?;
+        let cached = match super::cache::load(dir) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                tracing::info!("xds cache: none in {} yet; serving the fallback", dir.display());
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("xds cache ignored: {e}; serving the fallback");
+                return None;
+            }
+        };
+        let node = b.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        if cached.node_id != node || cached.servers != sidecar.servers {
+            tracing::warn!(
+                "xds cache ignored: it is for node `{}` and servers {:?}, this is node `{node}` with {:?}",
+                cached.node_id,
+                cached.servers,
+                sidecar.servers
+            );
+            return None;
+        }
+        Some(cached)
+    }
+
+    /// Applies a cached config and serves it when it is complete; returns
+    /// the versions held (for delta's `initial_resource_versions`).
+    fn serve_cache(
+        &self,
+        st: &mut State,
+        cached: super::cache::Cached,
+    ) -> BTreeMap<ResourceType, BTreeMap<String, String>> {
+        let mut versions = BTreeMap::new();
+        let mut ch = Changes::default();
+        for (ty, version, resources) in &cached.types {
+            let u = Update {
+                ty: *ty,
+                version: version.clone(),
+                resources: resources.clone(),
+                removed: Vec::new(),
+                state_of_the_world: true,
+            };
+            if let Err(e) = self.apply_one(st, &Source::Ads, &u, &mut ch) {
+                tracing::warn!("xds cache ignored: {e}; serving the fallback");
+                self.forget_dynamic(st);
+                return BTreeMap::new();
+            }
+            st.versions.insert(*ty, version.clone());
+            versions.insert(
+                *ty,
+                resources
+                    .iter()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect(),
+            );
+        }
+        if !Self::complete(st) {
+            tracing::warn!("xds cache ignored: its config is incomplete; serving the fallback");
+            self.forget_dynamic(st);
+            return BTreeMap::new();
+        }
+        self.switch(st, Serving::Cache);
+        versions
+    }
+
+    /// Drops every dynamic resource not yet published (a rejected cache).
+    fn forget_dynamic(&self, st: &mut State) {
+        st.clusters.clear();
+        st.warming_clusters.clear();
+        st.listeners.clear();
+        st.warming_listeners.clear();
+        st.routes.clear();
+        st.endpoints.clear();
+        st.versions.clear();
+        st.init.cds_done = false;
+        st.init.lds_done = false;
+    }
+
+    /// Writes the config in force to `--xds-cache` (sidecar mode).
+    fn save_cache(&self, st: &State) {
+        let Some(sidecar) = &self.sidecar else { return };
+        let Some(dir) = &sidecar.cache else { return };
+        let take = |ty: ResourceType, items: Vec<(&String, &Meta)>| {
+            let resources = items
+                .into_iter()
+                .map(|(n, m)| super::Resource {
+                    name: n.clone(),
+                    version: m.version.clone(),
+                    body: m.body.clone(),
+                })
+                .collect();
+            (ty, st.versions.get(&ty).cloned().unwrap_or_default(), resources)
+        };
+        let cached = super::cache::Cached {
+            node_id: self.node_id.clone(),
+            servers: sidecar.servers.clone(),
+            types: vec![
+                take(
+                    ResourceType::Cluster,
+                    st.clusters.iter().map(|(n, e)| (n, &e.meta)).collect(),
+                ),
+                take(
+                    ResourceType::ClusterLoadAssignment,
+                    st.endpoints.iter().map(|(n, e)| (n, &e.meta)).collect(),
+                ),
+                take(
+                    ResourceType::Listener,
+                    st.listeners.iter().map(|(n, e)| (n, &e.meta)).collect(),
+                ),
+                take(
+                    ResourceType::RouteConfiguration,
+                    st.routes.iter().map(|(n, e)| (n, &e.meta)).collect(),
+                ),
+            ],
+        };
+        if let Err(e) = super::cache::save(dir, &cached) {
+            tracing::warn!("xds cache: cannot write {}: {e}", dir.display());
+        }
+    }
+
     // ---- publishing, init and interest ----
 
     /// One publish: the current snapshot with `ch` applied. `rcu`, because
     /// DNS refreshes publish host sets concurrently.
     fn publish(&self, st: &State, ch: &Changes) {
-        if ch.is_empty() {
+        if ch.is_empty() || !st.switched {
             return;
         }
         let listeners: Option<Vec<Arc<Listener>>> = ch.listeners.then(|| {
@@ -836,6 +1103,13 @@ impl Manager {
     /// Moves initialization forward as far as it can go, and recomputes
     /// what every source must request.
     fn advance(&self, st: &mut State) {
+        if !st.switched {
+            if Self::complete(st) {
+                self.switch(st, Serving::ControlPlane);
+            }
+            self.update_interest(st);
+            return;
+        }
         let now = Instant::now();
         let init = &mut st.init;
         if !init.live {
@@ -870,6 +1144,136 @@ impl Manager {
             }
         }
         self.update_interest(st);
+    }
+
+    /// The control plane's config is complete and warm: clusters with their
+    /// endpoints, listeners with their routes.
+    fn complete(st: &State) -> bool {
+        st.init.cds_done
+            && st.init.lds_done
+            && st.warming_clusters.is_empty()
+            && st.warming_listeners.is_empty()
+    }
+
+    /// The fallback listener bound on `addr` (sidecar mode).
+    fn fallback_on(&self, st: &State, addr: std::net::SocketAddr) -> Option<String> {
+        st.statics
+            .iter()
+            .find(|s| s.listener.address == addr || self.listeners.local_addr(&s.listener.name) == Some(addr))
+            .map(|s| s.listener.name.clone())
+    }
+
+    /// Sidecar mode: replaces the fallback with the accumulated dynamic
+    /// config in one publish. Listeners on a fallback address take over its
+    /// sockets (its connections drain); other fallback listeners drain.
+    fn switch(&self, st: &mut State, to: Serving) {
+        st.switched = true;
+        let listeners: Vec<Arc<Listener>> = st.listeners.values().map(|e| e.compiled.clone()).collect();
+        let clusters: std::collections::HashMap<String, Arc<Cluster>> = st
+            .clusters
+            .iter()
+            .map(|(n, e)| (n.clone(), e.compiled.clone()))
+            .collect();
+        let routes: std::collections::HashMap<String, Arc<RouteTable>> = st
+            .routes
+            .iter()
+            .map(|(n, e)| (n.clone(), e.table.clone()))
+            .collect();
+        self.shared.rcu(|cur: &Arc<Snapshot>| {
+            Arc::new(Snapshot {
+                listeners: listeners.clone(),
+                clusters: clusters.clone(),
+                routes: routes.clone(),
+                dns_resolver: cur.dns_resolver.clone(),
+            })
+        });
+        let takeovers: Vec<(String, String)> = st
+            .listeners
+            .values()
+            .filter(|e| e.bound.is_none())
+            .filter_map(|e| {
+                self.fallback_on(st, e.compiled.address)
+                    .map(|f| (f, e.compiled.name.clone()))
+            })
+            .collect();
+        let statics = std::mem::take(&mut st.statics);
+        for s in &statics {
+            if !takeovers.iter().any(|(f, _)| *f == s.listener.name) {
+                self.listeners.remove(&s.listener.name);
+            }
+        }
+        for (fallback, name) in &takeovers {
+            if let Some(e) = st.listeners.get(name) {
+                self.listeners.take_over(fallback, e.compiled.clone());
+            }
+        }
+        let names: Vec<String> = st.listeners.keys().cloned().collect();
+        for name in names {
+            if takeovers.iter().any(|(_, n)| *n == name) {
+                continue;
+            }
+            if let Some(mut e) = st.listeners.remove(&name) {
+                self.activate(&mut e);
+                st.listeners.insert(name, e);
+            }
+        }
+        for c in clusters.values() {
+            crate::runtime::dns::start_cluster(&self.shared, c.clone());
+        }
+        st.static_clusters.clear();
+        st.static_eds.clear();
+        st.serving = to;
+        st.serving_since = Some(SystemTime::now());
+        tracing::info!(
+            "config source: now serving the {} config ({} listeners, {} clusters, {} route configs)",
+            to.name(),
+            st.listeners.len(),
+            st.clusters.len(),
+            st.routes.len()
+        );
+        self.publish_serving(st);
+        store()
+            .gauge("cluster_manager.active_clusters")
+            .set(clusters.len() as i64);
+        store()
+            .gauge("listener_manager.total_listeners_active")
+            .set(st.listeners.len() as i64);
+        if to == Serving::ControlPlane {
+            self.save_cache(st);
+        }
+    }
+
+    /// `config_source.*` gauges: 1 for the source in force.
+    fn publish_serving(&self, st: &State) {
+        for s in [Serving::Fallback, Serving::Cache, Serving::ControlPlane] {
+            store()
+                .gauge(&format!("config_source.{}", s.name()))
+                .set(i64::from(st.serving == s));
+        }
+    }
+
+    /// `/config_source`: what serves, from which servers, the versions per
+    /// type, and since when.
+    pub fn config_source(&self) -> serde_json::Value {
+        let st = self.lock();
+        let connected = self
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|v| *v);
+        let versions: serde_json::Map<String, serde_json::Value> = st
+            .versions
+            .iter()
+            .map(|(t, v)| (t.short().to_string(), serde_json::Value::from(v.clone())))
+            .collect();
+        serde_json::json!({
+            "source": st.serving.name(),
+            "servers": self.sidecar.as_ref().map(|s| s.servers.clone()).unwrap_or_default(),
+            "connected": connected,
+            "versions": versions,
+            "since": crate::admin::config_dump::timestamp(st.serving_since.unwrap_or(SystemTime::UNIX_EPOCH)),
+        })
     }
 
     fn go_live(&self, st: &mut State) {
@@ -1056,15 +1460,21 @@ impl Sink for Manager {
         let started = std::time::Instant::now();
         let mut st = self.lock();
         let mut ch = Changes::default();
-        let result = match update.ty {
-            ResourceType::Cluster => self.apply_clusters(&mut st, source, &update, &mut ch),
-            ResourceType::ClusterLoadAssignment => self.apply_endpoints(&mut st, &update, &mut ch),
-            ResourceType::Listener => self.apply_listeners(&mut st, source, &update, &mut ch),
-            ResourceType::RouteConfiguration => self.apply_routes(&mut st, &update, &mut ch),
-        };
+        let result = self.apply_one(&mut st, source, &update, &mut ch);
         if result.is_ok() {
+            let was_switched = st.switched;
             self.publish(&st, &ch);
             self.advance(&mut st);
+            if was_switched && self.sidecar.is_some() {
+                if st.serving != Serving::ControlPlane {
+                    // The cache was serving; the control plane now speaks.
+                    st.serving = Serving::ControlPlane;
+                    st.serving_since = Some(SystemTime::now());
+                    tracing::info!("config source: now serving the control_plane config");
+                    self.publish_serving(&st);
+                }
+                self.save_cache(&st);
+            }
         }
         self.record(
             &mut st,
@@ -1105,10 +1515,9 @@ impl Sink for Manager {
 }
 
 /// Starts one driver per source as sources appear in the interest.
-async fn supervise(manager: Arc<Manager>, bootstrap: crate::proto::envoy::config::bootstrap::v3::Bootstrap) {
+async fn supervise(manager: Arc<Manager>, ctx: Result<super::client::ClientContext, String>) {
     let mut interest = manager.interest();
     let mut started: BTreeSet<Source> = BTreeSet::new();
-    let ctx = super::client_context(&bootstrap, manager.shared.clone());
     loop {
         let sources: Vec<Source> = interest.borrow_and_update().keys().cloned().collect();
         for source in sources {

@@ -16,6 +16,7 @@
 //! `Sink::apply` returns only after the new snapshot is published, so the
 //! driver's ACK always follows the publish; an `Err` is the NACK message.
 
+pub mod cache;
 pub mod client;
 pub mod files;
 pub mod manager;
@@ -304,6 +305,33 @@ pub fn client_context(b: &Bootstrap, shared: crate::model::Shared) -> Result<cli
         },
         initial_versions: BTreeMap::new(),
     })
+}
+
+/// The gRPC context of sidecar mode: ADS to `--xds-server`s in order, and
+/// a short backoff cap so a control plane that comes up is found quickly.
+pub fn sidecar_context(
+    b: &Bootstrap,
+    s: &manager::Sidecar,
+    initial_versions: BTreeMap<ResourceType, BTreeMap<String, String>>,
+) -> client::ClientContext {
+    client::ClientContext {
+        node: node_of(b),
+        ads_delta: s.delta,
+        ads_servers: s.servers.iter().map(|t| GrpcServer::Target(t.clone())).collect(),
+        set_node_on_first_message_only: false,
+        resolve: std::sync::Arc::new(|server: &GrpcServer| match server {
+            GrpcServer::Target(t) => Some(client::Dial {
+                uri: format!("http://{t}"),
+                connect_timeout: std::time::Duration::from_secs(2),
+            }),
+            GrpcServer::Cluster(_) => None,
+        }),
+        backoff: client::Backoff {
+            base: std::time::Duration::from_millis(250),
+            max: std::time::Duration::from_secs(4),
+        },
+        initial_versions,
+    }
 }
 
 #[cfg(test)]

@@ -604,6 +604,8 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         seen: Mutex<Vec<Seen>>,
+        /// When set, `apply` records the update and answers this error.
+        refuse: Mutex<Option<String>>,
     }
 
     impl Recorder {
@@ -659,7 +661,10 @@ mod tests {
     impl Sink for Recorder {
         fn apply(&self, _source: &Source, update: Update) -> Result<(), String> {
             self.push(Seen::Applied(update));
-            Ok(())
+            match self.refuse.lock().map(|r| r.clone()) {
+                Ok(Some(e)) => Err(e),
+                _ => Ok(()),
+            }
         }
 
         fn rejected(&self, _source: &Source, ty: ResourceType, error: &str) {
@@ -898,7 +903,14 @@ mod tests {
         r.rec
             .wait_for("version 3", |r| r.versions(CDS) == ["1", "3"])
             .await;
-        assert_eq!(r.rec.rejections().len(), 1);
+        // Rejected once, not again on every later event or rescan.
+        let broken = r
+            .rec
+            .rejections()
+            .iter()
+            .filter(|m| m.contains("no_such_field"))
+            .count();
+        assert_eq!(broken, 1);
     }
 
     #[tokio::test]
@@ -944,7 +956,13 @@ mod tests {
         r.rec
             .wait_for("version 2", |r| r.versions(CDS) == ["1", "2"])
             .await;
-        assert_eq!(r.rec.rejections().len(), 1);
+        let missing = r
+            .rec
+            .rejections()
+            .iter()
+            .filter(|m| m.contains("cannot read the file"))
+            .count();
+        assert_eq!(missing, 1);
     }
 
     #[tokio::test]
@@ -1025,6 +1043,60 @@ mod tests {
         tx.send(interest_for(&source, &[CDS])).expect("send");
         tokio::time::sleep(QUIET * 3).await;
         assert_eq!(rec.versions(CDS), ["1"]);
+    }
+
+    #[tokio::test]
+    async fn an_update_the_sink_refuses_is_not_retried_until_the_file_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("cds.yaml");
+        write(&f, &cds("1", &["a"]));
+        let r = started_with_v1(path_source(&f)).await;
+        if let Ok(mut refuse) = r.rec.refuse.lock() {
+            *refuse = Some("resources[0]: refused".into());
+        }
+        write(&f, &cds("2", &["a"]));
+        r.rec
+            .wait_for("version 2 offered", |r| r.versions(CDS) == ["1", "2"])
+            .await;
+        // The same bytes again: the sink's answer would not change.
+        let tmp = dir.path().join("cds.yaml.tmp");
+        write(&tmp, &cds("2", &["a"]));
+        std::fs::rename(&tmp, &f).expect("rename");
+        tokio::time::sleep(QUIET * 6).await;
+        if let Ok(mut refuse) = r.rec.refuse.lock() {
+            *refuse = None;
+        }
+        // Back to what is in force: nothing to deliver either.
+        write(&f, &cds("1", &["a"]));
+        tokio::time::sleep(QUIET * 6).await;
+        write(&f, &cds("3", &["a"]));
+        r.rec
+            .wait_for("version 3", |r| {
+                r.versions(CDS).last().map(String::as_str) == Some("3")
+            })
+            .await;
+        assert_eq!(r.rec.versions(CDS), ["1", "2", "3"]);
+    }
+
+    #[tokio::test]
+    async fn each_subscribed_type_is_checked_on_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("x.yaml");
+        write(&f, &cds("1", &["a"]));
+        let r = start(path_source(&f), &[CDS, ResourceType::Listener]);
+        r.rec
+            .wait_for("both answers", |r| {
+                r.versions(CDS) == ["1"] && !r.rejections().is_empty()
+            })
+            .await;
+        assert!(r.rec.applied(ResourceType::Listener).is_empty());
+        let listener_rejections: Vec<Seen> = r
+            .rec
+            .seen()
+            .into_iter()
+            .filter(|s| matches!(s, Seen::Rejected(ResourceType::Listener, _)))
+            .collect();
+        assert_eq!(listener_rejections.len(), 1, "{listener_rejections:?}");
     }
 
     fn conformance(name: &str) -> String {

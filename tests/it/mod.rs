@@ -9,3 +9,4 @@ pub mod streaming;
 pub mod support;
 pub mod timeouts;
 pub mod wire_compat;
+pub mod xds;

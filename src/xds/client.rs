@@ -99,6 +99,18 @@ impl Backoff {
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_RETRIES: u32 = 6;
+
+/// `host:port` (a google_grpc target) dialled as h2c; a URI with a scheme as is.
+fn with_scheme(uri: &str) -> String {
+    if uri.contains("://") {
+        uri.to_string()
+    } else {
+        format!("http://{uri}")
+    }
+}
 
 /// Runs the subscription of `source` until the Interest sender is dropped.
 ///
@@ -391,7 +403,7 @@ impl Driver {
                 warn!(source = ?self.source, ?server, "xDS: the control plane's address is unknown (cluster not resolved)");
                 continue;
             };
-            let endpoint = match Endpoint::from_shared(dial.uri.clone()) {
+            let endpoint = match Endpoint::from_shared(with_scheme(&dial.uri)) {
                 Ok(e) => e,
                 Err(e) => {
                     warn!(uri = %dial.uri, error = %chain(&e), "xDS: not a usable control-plane URI");
@@ -405,7 +417,15 @@ impl Driver {
             };
             // connect_timeout bounds the TCP connect; the outer timeout also
             // bounds the HTTP/2 handshake with a server that accepts and stalls.
-            match tokio::time::timeout(limit, endpoint.connect_timeout(limit).connect()).await {
+            // TCP keepalive notices a control plane that vanished without a
+            // FIN. HTTP/2 pings would too, but grpc-go servers (go-control-plane)
+            // answer frequent pings with GOAWAY too_many_pings.
+            let endpoint = endpoint
+                .connect_timeout(limit)
+                .tcp_keepalive(Some(TCP_KEEPALIVE))
+                .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+                .tcp_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+            match tokio::time::timeout(limit, endpoint.connect()).await {
                 Ok(Ok(channel)) => {
                     info!(source = ?self.source, stream = %self.label(), uri = %dial.uri, "xDS: connected to the control plane");
                     return Some(channel);
@@ -795,6 +815,9 @@ mod tests {
     struct RecordingSink {
         events: mpsc::UnboundedSender<Event>,
         verdicts: Mutex<VecDeque<Result<(), String>>>,
+        /// Run inside the next `apply`, as the manager publishes a new
+        /// Interest before it returns.
+        during_apply: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     }
 
     impl RecordingSink {
@@ -803,6 +826,7 @@ mod tests {
             let sink = RecordingSink {
                 events,
                 verdicts: Mutex::new(VecDeque::new()),
+                during_apply: Mutex::new(None),
             };
             (Arc::new(sink), rx)
         }
@@ -830,6 +854,9 @@ mod tests {
                 update.removed,
                 update.state_of_the_world,
             ));
+            if let Some(hook) = self.during_apply.lock().expect("lock").take() {
+                hook();
+            }
             self.verdicts.lock().expect("lock").pop_front().unwrap_or(Ok(()))
         }
 
@@ -1105,6 +1132,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn interest_published_during_apply_follows_the_ack() {
+        let mut server = TestServer::start(Service::Ads).await;
+        let (sink, mut events) = RecordingSink::new();
+        let ads = Source::Ads;
+        let (interest_tx, interest_rx) = watch::channel(interest(&ads, &[(CDS, None)]));
+        let _client = Task(tokio::spawn(run(
+            ads.clone(),
+            context(&[("xds", &server.uri)], false),
+            sink.clone(),
+            interest_rx,
+        )));
+        let mut s = server.sotw_stream().await;
+        check(&s.request().await, CDS, "", "", &[], None);
+        // The CDS update makes the manager want the clusters' endpoints;
+        // it publishes that before apply returns.
+        // (The sender stays alive outside the hook: dropping it stops the client.)
+        let interest_tx = Arc::new(interest_tx);
+        let publisher = interest_tx.clone();
+        let next = interest(&ads, &[(CDS, None), (EDS, Some(&["a", "b"]))]);
+        *sink.during_apply.lock().expect("lock") = Some(Box::new(move || {
+            publisher.send_replace(next);
+        }));
+        s.respond(sotw(CDS, "1", "n1", vec![cluster("a"), cluster("b")]));
+        check(&s.request().await, CDS, "1", "n1", &[], None);
+        check(&s.request().await, EDS, "", "", &["a", "b"], None);
+        s.quiet().await;
+        assert_eq!(event(&mut events).await, Event::State(ads.clone(), true));
+        assert_eq!(
+            event(&mut events).await,
+            applied(&ads, CDS, "1", &[("a", "1"), ("b", "1")], &[], true)
+        );
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_interest_sender_is_dropped() {
+        let mut server = TestServer::start(Service::Ads).await;
+        let (sink, mut events) = RecordingSink::new();
+        let ads = Source::Ads;
+        let (interest_tx, interest_rx) = watch::channel(interest(&ads, &[(CDS, None)]));
+        let client = tokio::spawn(run(
+            ads.clone(),
+            context(&[("xds", &server.uri)], false),
+            sink,
+            interest_rx,
+        ));
+        let mut s = server.sotw_stream().await;
+        s.request().await;
+        assert_eq!(event(&mut events).await, Event::State(ads.clone(), true));
+        drop(interest_tx);
+        let ended = timeout(WAIT, client).await;
+        assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+        assert_eq!(event(&mut events).await, Event::State(ads, false));
+    }
+
+    #[tokio::test]
     async fn delta_ads_conversation_and_reconnect() {
         let mut server = TestServer::start(Service::Ads).await;
         let (sink, mut events) = RecordingSink::new();
@@ -1270,6 +1352,13 @@ mod tests {
             e => panic!("{e:?}"),
         }
         check(&s.request().await, CDS, "1", "n1", &[], None);
+    }
+
+    #[test]
+    fn dial_uri_scheme() {
+        assert_eq!(with_scheme("127.0.0.1:18000"), "http://127.0.0.1:18000");
+        assert_eq!(with_scheme("http://xds:18000"), "http://xds:18000");
+        assert_eq!(with_scheme("https://xds:443"), "https://xds:443");
     }
 
     #[test]

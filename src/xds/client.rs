@@ -174,10 +174,16 @@ async fn run_per_type(
     let mut tasks = tokio::task::JoinSet::new();
     let mut started = BTreeSet::new();
     loop {
+        // A type that wants nothing yet gets no stream (it would sit idle).
         let types: Vec<ResourceType> = interest
             .borrow_and_update()
             .get(&source)
-            .map(|s| s.keys().copied().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, names)| names.as_ref().is_none_or(|n| !n.is_empty()))
+                    .map(|(ty, _)| *ty)
+                    .collect()
+            })
             .unwrap_or_default();
         for ty in types {
             if !started.insert(ty) {
@@ -415,8 +421,6 @@ impl Driver {
             } else {
                 dial.connect_timeout
             };
-            // connect_timeout bounds the TCP connect; the outer timeout also
-            // bounds the HTTP/2 handshake with a server that accepts and stalls.
             // TCP keepalive notices a control plane that vanished without a
             // FIN. HTTP/2 pings would too, but grpc-go servers (go-control-plane)
             // answer frequent pings with GOAWAY too_many_pings.
@@ -425,6 +429,8 @@ impl Driver {
                 .tcp_keepalive(Some(TCP_KEEPALIVE))
                 .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
                 .tcp_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+            // connect_timeout bounds the TCP connect; the outer timeout also
+            // bounds the HTTP/2 handshake with a server that accepts and stalls.
             match tokio::time::timeout(limit, endpoint.connect()).await {
                 Ok(Ok(channel)) => {
                     info!(source = ?self.source, stream = %self.label(), uri = %dial.uri, "xDS: connected to the control plane");
@@ -1264,8 +1270,8 @@ mod tests {
                 server: GrpcServer::Cluster("xds".into()),
                 delta: delta_mode,
             };
-            // No type yet: no stream. The stream opens when the Interest names CDS.
-            let (interest_tx, interest_rx) = watch::channel(interest(&source, &[]));
+            // No type wanted yet: no stream. It opens when the Interest wants CDS.
+            let (interest_tx, interest_rx) = watch::channel(interest(&source, &[(CDS, Some(&[]))]));
             let _client = Task(tokio::spawn(run(
                 source.clone(),
                 context(&[("xds", &server.uri)], false),

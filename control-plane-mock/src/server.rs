@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -92,6 +92,7 @@ async fn serve_connection(
     // A 10,000-cluster response is tens of MB: large windows keep it from
     // crawling through 64 KiB flow-control steps.
     builder
+        .timer(TokioTimer::new())
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(8 << 20)
         .max_frame_size(1 << 20)

@@ -336,6 +336,16 @@ impl Validator<'_> {
         path: &str,
         clusters: Option<&HashSet<String>>,
     ) -> Result<(), ConfigError> {
+        // The field is in proto/ only so that snapshots for gRPC's xDS
+        // clients decode (control-plane-mock); legate has no API listeners.
+        if l.api_listener.is_some() {
+            let p = child(path, "api_listener");
+            return Err(ConfigError::not_supported(
+                &p,
+                (self.line_of)(&p),
+                "api_listener (a listener for gRPC's or Envoy Mobile's xDS clients) is not supported by legate",
+            ));
+        }
         let Some(a) = &l.address else {
             return Err(self.err(&child(path, "address"), "a listener needs an `address`"));
         };

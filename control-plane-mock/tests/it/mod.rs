@@ -1,0 +1,5 @@
+mod admin;
+mod delta;
+mod grpcio;
+mod sotw;
+mod support;

@@ -74,6 +74,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
         handler: config_dump::config_dump,
     },
     Endpoint {
+        path: "/config_source",
+        help: "where the config in force comes from (legate sidecar mode: fallback, cache or control_plane)",
+        mutates: false,
+        params: &[],
+        handler: config_source,
+    },
+    Endpoint {
         path: "/drain_listeners",
         help: "drain listeners",
         mutates: true,
@@ -468,4 +475,15 @@ mod tests {
         assert!(h.contains("\n  /stats: print server stats\n"), "{h}");
         assert!(h.contains("\n      usedonly: Only include stats"), "{h}");
     }
+}
+
+/// `GET /config_source` (legate): JSON with `source` (`fallback`, `cache`
+/// or `control_plane`), the servers, whether a stream is up, the versions
+/// per type and since when. Without xDS the bootstrap is the fallback.
+fn config_source(state: &AdminState, _: &Query) -> Reply {
+    let v = match &state.xds {
+        Some(x) => x.config_source(),
+        None => serde_json::json!({"source": "fallback", "servers": [], "connected": false, "versions": {}}),
+    };
+    Reply::json(200, super::pretty_json(&v))
 }

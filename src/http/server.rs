@@ -36,6 +36,10 @@ impl Drop for ConnectionStats {
     }
 }
 
+/// How long a draining connection that has not sent a request yet is kept
+/// open for one to arrive.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serves `stream` until the client closes it or a drain is requested, in
 /// which case in-flight requests finish first (HTTP/1: `connection: close`
 /// on the next response; HTTP/2: GOAWAY).
@@ -44,6 +48,7 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
     let listener_stats_guard = ConnectionStats::open(&conn);
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
+    let info = conn.clone();
     let svc = service_fn(move |req| handle(conn.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -64,9 +69,11 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
     };
     let connection = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(connection);
-    if *drain.borrow() {
-        connection.as_mut().graceful_shutdown();
-    }
+    let draining = async {
+        if !*drain.borrow() {
+            let _ = drain.changed().await;
+        }
+    };
     tokio::select! {
         res = connection.as_mut() => {
             if let Err(e) = res {
@@ -74,7 +81,23 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
             }
             return;
         }
-        _ = drain.changed() => {}
+        _ = draining => {}
+    }
+    // A connection accepted just before the drain has a request on its way:
+    // closing it before that request is read would fail it. Give it a moment
+    // to arrive (it then finishes, with `connection: close`).
+    let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+    while info.requests.load(std::sync::atomic::Ordering::Relaxed) == 0 && tokio::time::Instant::now() < grace
+    {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!("downstream connection ended: {e}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+        }
     }
     connection.as_mut().graceful_shutdown();
     if let Err(e) = connection.await {

@@ -10,3 +10,4 @@ pub mod support;
 pub mod timeouts;
 pub mod wire_compat;
 pub mod xds;
+pub mod xds_grpc;

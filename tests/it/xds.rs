@@ -19,7 +19,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -45,9 +48,10 @@ pub async fn listener_addr(admin: SocketAddr, name: &str) -> SocketAddr {
 /// A stat's value from `/stats?filter=^NAME$`.
 pub async fn stat(admin: SocketAddr, name: &str) -> Option<i64> {
     let r = get(admin, &format!("/stats?filter=^{}$", regex_escape(name)), &[]).await;
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+    r.body.lines().find_map(|l| {
+        l.strip_prefix(&format!("{name}: "))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 fn regex_escape(s: &str) -> String {
@@ -156,29 +160,43 @@ async fn file_based_lds_and_cds_apply_hot_and_a_broken_file_changes_nothing() {
         (origin_of(addr, "/").await.as_deref() == Some("b")).then_some(())
     })
     .await;
-    let dump = get(admin, "/config_dump?resource=dynamic_active_clusters", &[]).await.json();
+    let dump = get(admin, "/config_dump?resource=dynamic_active_clusters", &[])
+        .await
+        .json();
     let active = &dump["configs"][0];
     assert_eq!(active["version_info"], "2", "{dump}");
     assert_eq!(active["cluster"]["name"], "svc");
 
     // A broken file is rejected with a precise message; b keeps serving.
-    let rejected_before = stat(admin, "cluster_manager.cds.update_rejected").await.unwrap_or(0);
+    let rejected_before = stat(admin, "cluster_manager.cds.update_rejected")
+        .await
+        .unwrap_or(0);
     replace(
         &dir.0.path().join("cds.yaml"),
         &cds("3", a).replace("connect_timeout: 1s", "connect_timeout: -1s"),
     );
     eventually(5, "the rejection to be counted", || async {
-        (stat(admin, "cluster_manager.cds.update_rejected").await.unwrap_or(0) > rejected_before).then_some(())
+        (stat(admin, "cluster_manager.cds.update_rejected")
+            .await
+            .unwrap_or(0)
+            > rejected_before)
+            .then_some(())
     })
     .await;
     for _ in 0..5 {
         assert_eq!(origin_of(addr, "/").await.as_deref(), Some("b"));
     }
     let dump = get(admin, "/config_dump", &[]).await.body;
-    assert!(dump.contains("\"version_info\": \"2\""), "the last good version stays: {dump}");
+    assert!(
+        dump.contains("\"version_info\": \"2\""),
+        "the last good version stays: {dump}"
+    );
 
     // Removing the cluster (an empty SotW set) makes the route answer 503 NC.
-    replace(&dir.0.path().join("cds.yaml"), "version_info: \"4\"\nresources: []\n");
+    replace(
+        &dir.0.path().join("cds.yaml"),
+        "version_info: \"4\"\nresources: []\n",
+    );
     eventually(5, "the cluster removal", || async {
         (get(addr, "/", &[]).await.status == 503).then_some(())
     })
@@ -195,13 +213,18 @@ async fn a_listener_warms_until_its_routes_arrive_and_the_server_waits_for_it() 
         "        rds:\n          route_config_name: local_route\n          config_source:\n            initial_fetch_timeout: 0s\n            path_config_source: {{path: {}}}\n",
         rds_path.display()
     );
-    dir.write("lds.yaml", &format!("version_info: \"1\"\nresources:\n{}", listener(&rds_spec)));
+    dir.write(
+        "lds.yaml",
+        &format!("version_info: \"1\"\nresources:\n{}", listener(&rds_spec)),
+    );
     let legate = Legate::start(&bootstrap(&dir), &[]);
     let admin = legate.admin.expect("admin");
 
     // No routes yet: the listener is warming and the server is not LIVE.
     eventually(5, "listener_0 warming", || async {
-        let dump = get(admin, "/config_dump?resource=dynamic_listeners", &[]).await.body;
+        let dump = get(admin, "/config_dump?resource=dynamic_listeners", &[])
+            .await
+            .body;
         dump.contains("warming_state").then_some(())
     })
     .await;
@@ -209,7 +232,10 @@ async fn a_listener_warms_until_its_routes_arrive_and_the_server_waits_for_it() 
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(ready.body.contains("INITIALIZING"), "{}", ready.body);
     let listeners = get(admin, "/listeners", &[]).await.body;
-    assert!(!listeners.contains("listener_0"), "a warming listener is not bound yet: {listeners}");
+    assert!(
+        !listeners.contains("listener_0"),
+        "a warming listener is not bound yet: {listeners}"
+    );
 
     // The routes arrive: the listener starts and the server goes LIVE.
     replace(
@@ -229,6 +255,8 @@ resources:
     let addr = listener_addr(admin, "listener_0").await;
     assert_eq!(origin_of(addr, "/").await.as_deref(), Some("a"));
     assert_eq!(get(admin, "/ready", &[]).await.status, 200);
-    let dump = get(admin, "/config_dump?resource=dynamic_route_configs", &[]).await.json();
+    let dump = get(admin, "/config_dump?resource=dynamic_route_configs", &[])
+        .await
+        .json();
     assert_eq!(dump["configs"][0]["version_info"], "r1", "{dump}");
 }

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -74,11 +76,14 @@ func loadSnapshot(path string) (*cachev3.Snapshot, string, int, error) {
 	if err != nil {
 		return nil, "", 0, err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f snapshotFile
 	if err := dec.Decode(&f); err != nil {
 		return nil, "", 0, fmt.Errorf("%s: not a snapshot file: %w", path, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, "", 0, fmt.Errorf("%s: not a snapshot file: data after the top-level object", path)
 	}
 	version := f.Version
 	if version == "" {

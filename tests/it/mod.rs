@@ -10,4 +10,5 @@ pub mod support;
 pub mod timeouts;
 pub mod wire_compat;
 pub mod xds;
+pub mod xds_gocp;
 pub mod xds_grpc;

@@ -84,7 +84,7 @@ fn snapshot(a: SocketAddr, listener_addr: &str) -> Snapshot {
 }
 
 /// An ADS bootstrap pointing at `cp` (the xDS cluster is h2c).
-fn ads_bootstrap(cp: SocketAddr, api_type: &str, extra: &str) -> String {
+pub fn ads_bootstrap(cp: SocketAddr, api_type: &str, extra: &str) -> String {
     format!(
         r#"node: {{id: test-node, cluster: test}}
 dynamic_resources:

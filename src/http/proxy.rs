@@ -211,6 +211,7 @@ async fn route_and_forward(
     }
 
     let snap = conn.shared.load_full();
+    upstream::sweep(&snap);
     let table: Arc<RouteTable> = match &hcm.routes {
         Routes::Static(t) => t.clone(),
         Routes::Rds(name) => match snap.routes.get(name) {

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -64,6 +64,43 @@ impl H2Conn {
 
 thread_local! {
     static POOLS: RefCell<HashMap<Key, HostPool>> = RefCell::new(HashMap::new());
+    static LAST_SWEEP: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// How often a worker drops the pools of clusters and hosts that are gone.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Drops this worker's pools whose cluster (by id) or host left the
+/// snapshot (CDS/EDS/DNS updates): idle HTTP/1.1 connections close now,
+/// HTTP/2 ones once their last stream ends (each stream holds its
+/// connection). At most once per [`SWEEP_EVERY`], and only when there are
+/// pools, so the request path pays one clock read.
+pub fn sweep(snapshot: &crate::model::Snapshot) {
+    let due = LAST_SWEEP.with(|l| {
+        let now = Instant::now();
+        match l.get() {
+            Some(t) if now.duration_since(t) < SWEEP_EVERY => false,
+            _ => {
+                l.set(Some(now));
+                true
+            }
+        }
+    });
+    if !due {
+        return;
+    }
+    POOLS.with(|p| {
+        let mut pools = p.borrow_mut();
+        if pools.is_empty() {
+            return;
+        }
+        let live: std::collections::HashSet<(u64, SocketAddr)> = snapshot
+            .clusters
+            .values()
+            .flat_map(|c| c.hosts.all.iter().map(move |h| (c.id, h.addr)))
+            .collect();
+        pools.retain(|k, _| live.contains(&(k.cluster, k.addr)));
+    });
 }
 
 /// Why a request could not be sent.

@@ -190,7 +190,15 @@ async fn handle(req: Request<Incoming>, core: &Core, xds_addr: SocketAddr) -> Re
                 );
             };
             let node = query_param(&req, "node");
-            resources(req, core, &method, ty, rest, node).await
+            // Names may hold slashes (xdstp:// names): everything after the
+            // type is the name.
+            let name = rest.join("/");
+            let rest: Vec<&str> = if rest.is_empty() {
+                Vec::new()
+            } else {
+                vec![name.as_str()]
+            };
+            resources(req, core, &method, ty, &rest, node).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

@@ -96,10 +96,8 @@ fn missing_clusters(rc: &RouteConfiguration, what: &str, resources: &Resources, 
                 continue;
             };
             match &action.cluster_specifier {
-                Some(route_action::ClusterSpecifier::Cluster(name)) => {
-                    if !clusters.contains_key(name) {
-                        missing.insert(name.clone());
-                    }
+                Some(route_action::ClusterSpecifier::Cluster(name)) if !clusters.contains_key(name) => {
+                    missing.insert(name.clone());
                 }
                 Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
                     for c in &w.clusters {

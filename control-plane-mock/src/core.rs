@@ -104,7 +104,13 @@ impl Core {
             self.current().version
         );
         let mut e = Event::new(EventKind::Rejected);
-        e.detail = format!("{source}: {error}");
+        let text = error.to_string();
+        // File errors already start with the file's name.
+        e.detail = if text.starts_with(source) {
+            text
+        } else {
+            format!("{source}: {text}")
+        };
         self.registry.record(e);
     }
 }

@@ -168,7 +168,11 @@ impl Snapshot {
     pub fn upsert_yaml(&mut self, node: Option<&str>, ty: ResourceType, text: &str) -> Result<String, Error> {
         let (resource, warnings) = crate::snapshot_file::parse_resource(text, ty)?;
         let name = resource.name.clone();
-        self.decode_warnings.extend(warnings);
+        for w in warnings {
+            if !self.decode_warnings.contains(&w) {
+                self.decode_warnings.push(w);
+            }
+        }
         self.upsert(node, resource, ty);
         Ok(name)
     }

@@ -29,8 +29,15 @@ use crate::Error;
 
 const TOP_KEYS: &str = "version, listeners, routes, clusters, endpoints, resources, nodes";
 
+/// legate's bootstrap parser stops at 250,000 YAML nodes; a snapshot of
+/// 10,000 clusters has millions. Without aliases a document cannot have
+/// more nodes than bytes, so its length is a bound that never gets in the way.
+fn max_nodes(text: &str) -> usize {
+    text.len().max(250_000)
+}
+
 pub(crate) fn parse(text: &str) -> Result<Snapshot, Error> {
-    let root = yaml::parse(text)
+    let root = yaml::parse_with_max_nodes(text, max_nodes(text))
         .map_err(|e| ConfigError::new(ErrorKind::Syntax, "", 0, format!("invalid YAML/JSON: {}", e.0)))?;
     let mut snapshot = Snapshot::new();
     // An empty file is an empty snapshot.

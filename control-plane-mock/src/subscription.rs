@@ -72,7 +72,8 @@ mod tests {
     #[test]
     fn sotw_wildcard_rules() {
         // (full_state, successive requests) → wildcard after each
-        let cases: &[(bool, &[&[&str]], &[bool])] = &[
+        type Case<'a> = (bool, &'a [&'a [&'a str]], &'a [bool]);
+        let cases: &[Case] = &[
             (true, &[&[], &[]], &[true, true]),
             (true, &[&["a"], &[]], &[false, false]),
             (true, &[&["*", "a"], &["a"]], &[true, false]),

@@ -141,6 +141,29 @@ pub fn parse(text: &str) -> Result<Node, ParseError> {
     })
 }
 
+/// [`parse`] with room for `max_nodes` nodes instead of the parser's
+/// default 250,000 (a guard against alias bombs, which the other limits
+/// still enforce). For documents that are large by design, such as the
+/// control-plane mock's 10,000-cluster snapshots.
+pub fn parse_with_max_nodes(text: &str, max_nodes: usize) -> Result<Node, ParseError> {
+    if text.trim().is_empty() {
+        return Ok(Node::new(Value::Map(Vec::new())));
+    }
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: max_nodes,
+            // Each node is a start and an end event, plus a few per document.
+            max_events: max_nodes.saturating_mul(4),
+        },
+    };
+    let spanned: Spanned<Value> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ParseError(e.to_string()))?;
+    Ok(Node {
+        value: spanned.value,
+        line: spanned.referenced.line(),
+    })
+}
+
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Spanned::<Value>::deserialize(d)?;

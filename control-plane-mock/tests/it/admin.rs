@@ -1,6 +1,5 @@
 //! The admin API and the file watcher, over real sockets.
 
-
 use control_plane_mock::{EventKind, Server, Snapshot};
 use serde_json::Value;
 
@@ -35,7 +34,13 @@ async fn admin_api_reads_and_edits() {
     // A name that disagrees with the path, or a bad field, is a 400 naming it.
     let (code, body) = http(admin, "PUT", "/resources/clusters/x", "{\"name\": \"y\"}").await;
     assert_eq!(code, 400, "{body}");
-    let (code, body) = http(admin, "PUT", "/resources/clusters/x", "name: x\nconect_timeout: 1s\n").await;
+    let (code, body) = http(
+        admin,
+        "PUT",
+        "/resources/clusters/x",
+        "name: x\nconect_timeout: 1s\n",
+    )
+    .await;
     assert_eq!(code, 400);
     assert!(body.contains("did you mean `connect_timeout`"), "{body}");
     let (code, _) = http(admin, "DELETE", "/resources/clusters/nope", "").await;
@@ -64,7 +69,12 @@ async fn admin_api_reads_and_edits() {
     assert!(clients[0]["types"][CDS]["acked_version"].is_string(), "{body}");
     let (_, body) = http(admin, "GET", "/events?since=0", "").await;
     let events: Value = serde_json::from_str(&body).unwrap();
-    let kinds: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     for k in ["snapshot", "connect", "request", "response", "ack", "rejected"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
@@ -78,7 +88,9 @@ async fn file_edits_are_pushed_and_broken_files_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snapshot.yaml");
     std::fs::write(&path, "clusters: [{name: a}]\n").unwrap();
-    let mock = Server::start(loopback(), Snapshot::from_file(&path).unwrap()).await.unwrap();
+    let mock = Server::start(loopback(), Snapshot::from_file(&path).unwrap())
+        .await
+        .unwrap();
     mock.watch_file(&path).unwrap();
     let mut c = Sotw::connect(mock.addr(), "file").await;
     c.send(CDS, &[], "", "", None).await;
@@ -102,7 +114,11 @@ async fn file_edits_are_pushed_and_broken_files_rejected() {
         .await
         .expect("the broken file is rejected");
     assert!(rejected.detail.contains("snapshot.yaml:3"), "{}", rejected.detail);
-    assert!(rejected.detail.contains("clusters[0].connect_timeout"), "{}", rejected.detail);
+    assert!(
+        rejected.detail.contains("clusters[0].connect_timeout"),
+        "{}",
+        rejected.detail
+    );
     c.expect_quiet().await;
     assert_eq!(mock.snapshot().default.len(), 2);
 
@@ -116,7 +132,11 @@ async fn file_edits_are_pushed_and_broken_files_rejected() {
         .wait_for_event(WAIT, |e| e.kind == EventKind::Warning)
         .await
         .expect("a warning");
-    assert!(warning.detail.contains("no ClusterLoadAssignment `a`"), "{}", warning.detail);
+    assert!(
+        warning.detail.contains("no ClusterLoadAssignment `a`"),
+        "{}",
+        warning.detail
+    );
     assert_eq!(names(&c.recv().await), ["a"]);
     mock.shutdown().await;
 }

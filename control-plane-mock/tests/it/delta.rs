@@ -29,7 +29,9 @@ async fn delta_acked(mock: &control_plane_mock::Handle, nonce: &str) {
         .find(|e| e.kind == EventKind::Response && e.nonce == nonce)
         .map(|e| e.seq)
         .expect("the response was logged");
-    let got = mock.wait_for_event(WAIT, |e| e.kind == EventKind::Ack && e.seq > sent).await;
+    let got = mock
+        .wait_for_event(WAIT, |e| e.kind == EventKind::Ack && e.seq > sent)
+        .await;
     assert!(got.is_some(), "ACK of nonce {nonce} not seen");
 }
 
@@ -41,19 +43,26 @@ fn sent(r: &legate::proto::envoy::service::discovery::v3::DeltaDiscoveryResponse
 
 #[tokio::test]
 async fn wildcard_updates_removals_and_nack() {
-    let mock = Server::start(loopback(), Snapshot::from_yaml("clusters: [{name: a}, {name: b}]").unwrap())
-        .await
-        .unwrap();
+    let mock = Server::start(
+        loopback(),
+        Snapshot::from_yaml("clusters: [{name: a}, {name: b}]").unwrap(),
+    )
+    .await
+    .unwrap();
     let mut c = Delta::connect(mock.addr(), "d1").await;
     c.send(req("d1", CDS, &[], &[], "")).await;
     let r1 = c.recv().await;
     assert_eq!(sent(&r1), ["a", "b"]);
-    assert!(r1.resources.iter().all(|r| !r.version.is_empty() && r.resource.is_some()));
+    assert!(r1
+        .resources
+        .iter()
+        .all(|r| !r.version.is_empty() && r.resource.is_some()));
     c.send(req("d1", CDS, &[], &[], &r1.nonce)).await;
     delta_acked(&mock, &r1.nonce).await;
 
     // Only the difference: `a` changed, `b` removed.
-    mock.upsert(None, ResourceType::Cluster, "{name: a, connect_timeout: 4s}").unwrap();
+    mock.upsert(None, ResourceType::Cluster, "{name: a, connect_timeout: 4s}")
+        .unwrap();
     let r2 = c.recv().await;
     assert_eq!(sent(&r2), ["a"]);
     assert!(r2.removed_resources.is_empty());
@@ -72,7 +81,10 @@ async fn wildcard_updates_removals_and_nack() {
         details: vec![],
     });
     c.send(nack).await;
-    assert!(mock.wait_for_event(WAIT, |e| e.kind == EventKind::Nack).await.is_some());
+    assert!(mock
+        .wait_for_event(WAIT, |e| e.kind == EventKind::Nack)
+        .await
+        .is_some());
     c.expect_quiet().await;
     let clients = mock.clients();
     assert_eq!(clients[0].mode, "delta");
@@ -110,9 +122,11 @@ async fn named_subscriptions_and_initial_resource_versions() {
     mock.wait_for_event(WAIT, |e| e.kind == EventKind::Request && e.resources == ["-b"])
         .await
         .expect("the unsubscription is seen");
-    mock.upsert(None, ResourceType::Endpoint, "{cluster_name: b, endpoints: [{}]}").unwrap();
+    mock.upsert(None, ResourceType::Endpoint, "{cluster_name: b, endpoints: [{}]}")
+        .unwrap();
     c.expect_quiet().await;
-    mock.upsert(None, ResourceType::Endpoint, "{cluster_name: missing}").unwrap();
+    mock.upsert(None, ResourceType::Endpoint, "{cluster_name: missing}")
+        .unwrap();
     let r2 = c.recv().await;
     assert_eq!(sent(&r2), ["missing"]);
     // Only what was subscribed: `c` never shows up.

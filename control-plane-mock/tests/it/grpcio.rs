@@ -75,7 +75,9 @@ async fn grpcio_xds_client_resolves_and_follows_an_update() {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => panic!("cannot run python3 ({e}); the test needs python3 with grpcio (python3 -m pip install grpcio)"),
+        Err(e) => panic!(
+            "cannot run python3 ({e}); the test needs python3 with grpcio (python3 -m pip install grpcio)"
+        ),
     };
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -110,14 +112,23 @@ async fn grpcio_xds_client_resolves_and_follows_an_update() {
     for ty in ResourceType::ALL {
         let url = ty.type_url();
         let ack = mock
-            .wait_for_event(WAIT, |e| e.kind == EventKind::Ack && e.type_url == url && e.node_id == "grpc-python")
+            .wait_for_event(WAIT, |e| {
+                e.kind == EventKind::Ack && e.type_url == url && e.node_id == "grpc-python"
+            })
             .await;
-        assert!(ack.is_some(), "grpcio ACKed no {url}; events: {:#?}", mock.events());
+        assert!(
+            ack.is_some(),
+            "grpcio ACKed no {url}; events: {:#?}",
+            mock.events()
+        );
     }
     assert!(
         !mock.events().iter().any(|e| e.kind == EventKind::Nack),
         "grpcio NACKed: {:#?}",
-        mock.events().iter().filter(|e| e.kind == EventKind::Nack).collect::<Vec<_>>()
+        mock.events()
+            .iter()
+            .filter(|e| e.kind == EventKind::Nack)
+            .collect::<Vec<_>>()
     );
     let listeners = &mock.clients()[0].types[ResourceType::Listener.type_url()];
     assert_eq!(listeners.subscribed, ["echo.test"], "a named LDS subscription");

@@ -56,7 +56,8 @@ pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
 
 impl Sotw {
     pub async fn connect(addr: SocketAddr, node_id: &str) -> Sotw {
-        let mut client = AggregatedDiscoveryServiceClient::new(channel(addr).await).max_decoding_message_size(usize::MAX);
+        let mut client =
+            AggregatedDiscoveryServiceClient::new(channel(addr).await).max_decoding_message_size(usize::MAX);
         let (tx, rx) = mpsc::channel(16);
         let rx = tokio::time::timeout(WAIT, client.stream_aggregated_resources(ReceiverStream::new(rx)))
             .await
@@ -97,7 +98,10 @@ impl Sotw {
 
     /// Err(status) when the server ends the stream with an error.
     pub async fn recv_status(&mut self) -> tonic::Status {
-        match tokio::time::timeout(WAIT, self.rx.message()).await.expect("an answer in time") {
+        match tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("an answer in time")
+        {
             Err(s) => s,
             Ok(m) => panic!("expected an error, got {m:?}"),
         }
@@ -111,7 +115,8 @@ impl Sotw {
 
     /// Sends an ACK for `resp`.
     pub async fn ack(&self, resp: &DiscoveryResponse, names: &[&str]) {
-        self.send(&resp.type_url, names, &resp.version_info, &resp.nonce, None).await;
+        self.send(&resp.type_url, names, &resp.version_info, &resp.nonce, None)
+            .await;
     }
 }
 
@@ -190,7 +195,9 @@ pub fn cluster_timeout(resp: &DiscoveryResponse, name: &str) -> Option<i64> {
 /// A bare HTTP/1.1 request; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to admin");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to admin");
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: mock\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -204,10 +211,15 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u1
             .nth(1)
             .and_then(|c| c.parse().ok())
             .expect("a status line");
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         (status, body)
     };
-    tokio::time::timeout(WAIT, fut).await.expect("admin answered in time")
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("admin answered in time")
 }
 
 /// Waits until the mock has logged an ACK of `resp` (so a following change

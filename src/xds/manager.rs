@@ -301,24 +301,47 @@ fn same_pools(a: &Cluster, b: &Cluster) -> bool {
         && a.connect_timeout == b.connect_timeout
 }
 
-struct Counters {
-    prefix: String,
-}
-
-impl Counters {
-    fn of(ty: ResourceType) -> Counters {
-        Counters {
-            prefix: match ty {
-                ResourceType::Cluster => "cluster_manager.cds.".into(),
-                ResourceType::Listener => "listener_manager.lds.".into(),
-                ResourceType::ClusterLoadAssignment => "cluster_manager.eds.".into(),
-                ResourceType::RouteConfiguration => "http.rds.".into(),
-            },
+/// The stats prefixes an update of `ty` counts under, as Envoy names them:
+/// `cluster_manager.cds.`, `listener_manager.lds.`, per RDS route config
+/// `http.<stat_prefix>.rds.<name>.` (each HTTP connection manager that uses
+/// it), per EDS cluster `cluster.<name>.`. `names` are the update's resources
+/// (empty when unknown: every RDS/EDS subscription of the type counts).
+fn stat_prefixes(st: &State, ty: ResourceType, names: &[String]) -> Vec<String> {
+    let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
+    match ty {
+        ResourceType::Cluster => vec!["cluster_manager.cds.".into()],
+        ResourceType::Listener => vec!["listener_manager.lds.".into()],
+        ResourceType::RouteConfiguration => {
+            let hcms = st.statics.iter().map(|s| &s.listener).chain(
+                st.listeners
+                    .values()
+                    .chain(st.warming_listeners.values())
+                    .map(|e| &e.compiled),
+            );
+            let mut out: Vec<String> = hcms
+                .filter_map(|l| match &l.hcm.routes {
+                    Routes::Rds(n) if wanted(n) => Some(rds_stat_prefix(&l.hcm.stat_prefix, n)),
+                    _ => None,
+                })
+                .collect();
+            out.sort();
+            out.dedup();
+            out
         }
-    }
-
-    fn inc(&self, name: &str) {
-        store().counter(&format!("{}{name}", self.prefix)).inc();
+        ResourceType::ClusterLoadAssignment => {
+            let mut out: Vec<String> = st
+                .clusters
+                .values()
+                .chain(st.warming_clusters.values())
+                .map(|e| (&e.compiled.name, &e.compiled.eds_service_name))
+                .chain(st.static_eds.iter().map(|(n, _, s)| (n, s)))
+                .filter(|(_, service)| wanted(service))
+                .map(|(n, _)| format!("cluster.{}.", sanitize(n)))
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        }
     }
 }
 
@@ -450,8 +473,7 @@ impl Manager {
             state: Mutex::new(state),
             connected: Mutex::new(BTreeMap::new()),
         });
-        for ty in [ResourceType::Cluster, ResourceType::Listener] {
-            let c = Counters::of(ty);
+        for prefix in ["cluster_manager.cds.", "listener_manager.lds."] {
             for n in [
                 "update_attempt",
                 "update_success",
@@ -459,7 +481,7 @@ impl Manager {
                 "update_failure",
                 "init_fetch_timeout",
             ] {
-                store().counter(&format!("{}{n}", c.prefix));
+                store().counter(&format!("{prefix}{n}"));
             }
         }
         store().gauge("control_plane.connected_state");
@@ -620,7 +642,11 @@ impl Manager {
     fn apply_endpoints(&self, st: &mut State, u: &Update, ch: &mut Changes) -> Result<(), Nack> {
         let mut incoming = Vec::new();
         for r in &u.resources {
-            if st.endpoints.get(&r.name).is_some_and(|e| e.meta.body.value == r.body.value) {
+            if st
+                .endpoints
+                .get(&r.name)
+                .is_some_and(|e| e.meta.body.value == r.body.value)
+            {
                 continue;
             }
             let what = format!("ClusterLoadAssignment {}", r.name);
@@ -899,7 +925,11 @@ impl Manager {
     fn apply_routes(&self, st: &mut State, u: &Update, ch: &mut Changes) -> Result<(), Nack> {
         let mut incoming = Vec::new();
         for r in &u.resources {
-            if st.routes.get(&r.name).is_some_and(|e| e.meta.body.value == r.body.value) {
+            if st
+                .routes
+                .get(&r.name)
+                .is_some_and(|e| e.meta.body.value == r.body.value)
+            {
                 continue;
             }
             let what = format!("RouteConfiguration {}", r.name);
@@ -1457,22 +1487,30 @@ impl Manager {
         result: &Result<(), Nack>,
         version: &str,
         took: Option<Duration>,
+        names: &[String],
     ) {
-        let c = Counters::of(ty);
-        c.inc("update_attempt");
+        let prefixes = stat_prefixes(st, ty, names);
+        let inc = |n: &str| {
+            for p in &prefixes {
+                store().counter(&format!("{p}{n}")).inc();
+            }
+        };
+        inc("update_attempt");
         match result {
             Ok(()) => {
-                c.inc("update_success");
+                inc("update_success");
                 if let Some(took) = took {
                     // Envoy's `update_duration` (ms): validate, compile, publish.
-                    store()
-                        .histogram(&format!("{}update_duration", c.prefix))
-                        .record(took.as_millis() as u64);
+                    for p in &prefixes {
+                        store()
+                            .histogram(&format!("{p}update_duration"))
+                            .record(took.as_millis() as u64);
+                    }
                 }
                 st.versions.insert(ty, version.to_string());
             }
             Err(e) => {
-                c.inc("update_rejected");
+                inc("update_rejected");
                 st.errors.insert(ty, (e.clone(), SystemTime::now()));
             }
         }
@@ -1506,6 +1544,11 @@ impl Sink for Manager {
             &result,
             &update.version,
             Some(started.elapsed()),
+            &update
+                .resources
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>(),
         );
         match &result {
             Ok(()) => {
@@ -1526,7 +1569,7 @@ impl Sink for Manager {
     fn rejected(&self, _source: &Source, ty: ResourceType, error: &str) {
         let mut st = self.lock();
         let result = Err(error.to_string());
-        self.record(&mut st, ty, &result, "", None);
+        self.record(&mut st, ty, &result, "", None, &[]);
         tracing::warn!("{}: rejected: {error}", ty.short());
     }
 

@@ -51,6 +51,29 @@ fn shards<T: Default>() -> Box<[Padded<T>]> {
     (0..shard_count()).map(|_| Padded::default()).collect()
 }
 
+/// A metric's shards, allocated on its first write. Most metrics of a large
+/// config (10,000 clusters, each with ~25 stats and per-host stats) are
+/// never written; unallocated they cost a pointer instead of
+/// `shard_count() × 128` bytes. The hot path pays one atomic load.
+struct Shards<T>(OnceLock<Box<[Padded<T>]>>);
+
+impl<T: Default> Shards<T> {
+    fn new() -> Self {
+        Shards(OnceLock::new())
+    }
+
+    /// This thread's shard (allocating them all on first use).
+    #[inline]
+    fn mine(&self) -> &T {
+        &self.0.get_or_init(shards)[my_shard()].0
+    }
+
+    /// Every allocated shard (none before the first write).
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.get().into_iter().flat_map(|b| b.iter().map(|p| &p.0))
+    }
+}
+
 /// Sets a "has been written" flag without writing the line when it is
 /// already set (a load of a line nobody writes is free to share).
 #[inline]
@@ -65,14 +88,14 @@ fn mark_used(flag: &AtomicBool) {
 
 /// A monotonically increasing count (Envoy `Counter`).
 pub struct Counter {
-    shards: Box<[Padded<AtomicU64>]>,
+    shards: Shards<AtomicU64>,
     used: AtomicBool,
 }
 
 impl Default for Counter {
     fn default() -> Self {
         Counter {
-            shards: shards(),
+            shards: Shards::new(),
             used: AtomicBool::new(false),
         }
     }
@@ -86,20 +109,20 @@ impl Counter {
 
     #[inline]
     pub fn add(&self, n: u64) {
-        self.shards[my_shard()].0.fetch_add(n, Ordering::Relaxed);
+        self.shards.mine().fetch_add(n, Ordering::Relaxed);
         mark_used(&self.used);
     }
 
     pub fn value(&self) -> u64 {
         self.shards
             .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.0.load(Ordering::Relaxed)))
+            .fold(0u64, |a, s| a.wrapping_add(s.load(Ordering::Relaxed)))
     }
 
     /// `/reset_counters`: back to 0 (`used` stays set, as in Envoy).
     pub fn reset(&self) {
         for s in self.shards.iter() {
-            s.0.store(0, Ordering::Relaxed);
+            s.store(0, Ordering::Relaxed);
         }
     }
 
@@ -114,14 +137,14 @@ impl Counter {
 
 /// A value that goes up and down (Envoy `Gauge`).
 pub struct Gauge {
-    shards: Box<[Padded<AtomicI64>]>,
+    shards: Shards<AtomicI64>,
     used: AtomicBool,
 }
 
 impl Default for Gauge {
     fn default() -> Self {
         Gauge {
-            shards: shards(),
+            shards: Shards::new(),
             used: AtomicBool::new(false),
         }
     }
@@ -140,13 +163,13 @@ impl Gauge {
 
     #[inline]
     pub fn add(&self, n: i64) {
-        self.shards[my_shard()].0.fetch_add(n, Ordering::Relaxed);
+        self.shards.mine().fetch_add(n, Ordering::Relaxed);
         mark_used(&self.used);
     }
 
     #[inline]
     pub fn sub(&self, n: i64) {
-        self.shards[my_shard()].0.fetch_sub(n, Ordering::Relaxed);
+        self.shards.mine().fetch_sub(n, Ordering::Relaxed);
         mark_used(&self.used);
     }
 
@@ -154,9 +177,10 @@ impl Gauge {
     /// on another thread: use either `set` or `add`/`sub` on one gauge
     /// (Envoy's set-gauges such as `server.uptime` are never added to).
     pub fn set(&self, v: i64) {
+        let _ = self.shards.mine();
         let mine = my_shard();
         for (i, s) in self.shards.iter().enumerate() {
-            s.0.store(if i == mine { v } else { 0 }, Ordering::Relaxed);
+            s.store(if i == mine { v } else { 0 }, Ordering::Relaxed);
         }
         mark_used(&self.used);
     }
@@ -164,7 +188,7 @@ impl Gauge {
     pub fn value(&self) -> i64 {
         self.shards
             .iter()
-            .fold(0i64, |a, s| a.wrapping_add(s.0.load(Ordering::Relaxed)))
+            .fold(0i64, |a, s| a.wrapping_add(s.load(Ordering::Relaxed)))
     }
 
     pub fn used(&self) -> bool {
@@ -218,12 +242,14 @@ impl Default for HistShard {
 /// narrowing the bucket to the observed min and max. P0 and P100 are exact
 /// (min and max); the others are within their bucket's bounds.
 pub struct Histogram {
-    shards: Box<[Padded<HistShard>]>,
+    shards: Shards<HistShard>,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { shards: shards() }
+        Histogram {
+            shards: Shards::new(),
+        }
     }
 }
 
@@ -236,7 +262,7 @@ fn bucket_of(v: u64) -> usize {
 impl Histogram {
     #[inline]
     pub fn record(&self, v: u64) {
-        let s = &self.shards[my_shard()].0;
+        let s = self.shards.mine();
         s.buckets[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
         s.sum.fetch_add(v, Ordering::Relaxed);
         // Loads first: after warm-up min/max rarely change, and a load is
@@ -253,7 +279,7 @@ impl Histogram {
 
     /// Has a value been recorded (Envoy prints `No recorded values` if not).
     pub fn used(&self) -> bool {
-        self.shards.iter().any(|s| s.0.count.load(Ordering::Relaxed) > 0)
+        self.shards.iter().any(|s| s.count.load(Ordering::Relaxed) > 0)
     }
 
     /// A consistent-enough copy of the shards, summed.
@@ -266,7 +292,6 @@ impl Histogram {
             max: 0,
         };
         for s in self.shards.iter() {
-            let s = &s.0;
             for (acc, b) in snap.buckets.iter_mut().zip(s.buckets.iter()) {
                 *acc += b.load(Ordering::Relaxed);
             }

@@ -153,6 +153,13 @@ struct State {
     /// Names of bootstrap clusters, which CDS cannot replace (until a
     /// sidecar switch retires the fallback).
     static_clusters: BTreeSet<String>,
+    /// EDS service name → the dynamic clusters (active or warming) it
+    /// feeds. Rebuilt when clusters change, so an EDS update costs what it
+    /// names, not the number of clusters.
+    eds_index: std::collections::HashMap<String, Vec<String>>,
+    /// Whether what the subscriptions ask for may have changed since the
+    /// interest was last computed.
+    interest_stale: bool,
 }
 
 /// Where the config in force comes from (`/config_source`).
@@ -252,7 +259,15 @@ fn validate(body: &prost_types::Any, what: &str) -> Result<(), Nack> {
 }
 
 fn decode<M: Message + Default>(body: &prost_types::Any, what: &str) -> Result<M, Nack> {
-    M::decode(body.value.as_slice()).map_err(|e| format!("{what}: cannot decode: {e}"))
+    let m = M::decode(body.value.as_slice()).map_err(|e| format!("{what}: cannot decode: {e}"))?;
+    // Fields legate's API subset does not know are dropped by the decoder.
+    // A canonical re-encoding that comes out shorter means some were there:
+    // Envoy counts those in `server.dynamic_unknown_fields` and warns.
+    if m.encoded_len() < body.value.len() {
+        store().counter("server.dynamic_unknown_fields").inc();
+        tracing::warn!("{what}: has fields legate does not know; they are ignored");
+    }
+    Ok(m)
 }
 
 /// The RDS name and source of a listener's HTTP connection manager.
@@ -301,13 +316,29 @@ fn same_pools(a: &Cluster, b: &Cluster) -> bool {
         && a.connect_timeout == b.connect_timeout
 }
 
+/// Rebuilds [`State::eds_index`].
+fn reindex(st: &mut State) {
+    let mut index: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for (name, e) in st.clusters.iter().chain(st.warming_clusters.iter()) {
+        if e.eds.is_some() {
+            let v = index.entry(e.compiled.eds_service_name.clone()).or_default();
+            if !v.contains(name) {
+                v.push(name.clone());
+            }
+        }
+    }
+    st.eds_index = index;
+    st.interest_stale = true;
+}
+
 /// The stats prefixes an update of `ty` counts under, as Envoy names them:
 /// `cluster_manager.cds.`, `listener_manager.lds.`, per RDS route config
 /// `http.<stat_prefix>.rds.<name>.` (each HTTP connection manager that uses
 /// it), per EDS cluster `cluster.<name>.`. `names` are the update's resources
 /// (empty when unknown: every RDS/EDS subscription of the type counts).
 fn stat_prefixes(st: &State, ty: ResourceType, names: &[String]) -> Vec<String> {
-    let wanted = |n: &str| names.is_empty() || names.iter().any(|x| x == n);
+    let set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let wanted = |n: &str| names.is_empty() || set.contains(n);
     match ty {
         ResourceType::Cluster => vec!["cluster_manager.cds.".into()],
         ResourceType::Listener => vec!["listener_manager.lds.".into()],
@@ -323,6 +354,23 @@ fn stat_prefixes(st: &State, ty: ResourceType, names: &[String]) -> Vec<String> 
                     Routes::Rds(n) if wanted(n) => Some(rds_stat_prefix(&l.hcm.stat_prefix, n)),
                     _ => None,
                 })
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        }
+        ResourceType::ClusterLoadAssignment if !names.is_empty() => {
+            let mut out: Vec<String> = names
+                .iter()
+                .filter_map(|n| st.eds_index.get(n))
+                .flatten()
+                .chain(
+                    st.static_eds
+                        .iter()
+                        .filter(|(_, _, s)| set.contains(s.as_str()))
+                        .map(|(n, _, _)| n),
+                )
+                .map(|n| format!("cluster.{}.", sanitize(n)))
                 .collect();
             out.sort();
             out.dedup();
@@ -387,6 +435,7 @@ impl Manager {
             )
         };
         let mut state = State {
+            interest_stale: true,
             switched: sidecar.is_none(),
             serving_since: Some(SystemTime::now()),
             ..State::default()
@@ -636,6 +685,7 @@ impl Manager {
         }
         drop(snap);
         st.init.cds_done = true;
+        reindex(st);
         Ok(())
     }
 
@@ -698,10 +748,13 @@ impl Manager {
             .static_eds
             .iter()
             .filter_map(|(name, _, _)| snap.clusters.get(name).cloned());
-        let fed: Vec<Arc<Cluster>> = st
-            .clusters
-            .values()
-            .map(|e| e.compiled.clone())
+        let dynamic = changed
+            .iter()
+            .filter_map(|service| st.eds_index.get(service))
+            .flatten()
+            .filter_map(|name| st.clusters.get(name))
+            .map(|e| e.compiled.clone());
+        let fed: Vec<Arc<Cluster>> = dynamic
             .chain(statics)
             .filter(|c| c.discovery == Discovery::Eds && changed.contains(&c.eds_service_name))
             .collect();
@@ -721,11 +774,12 @@ impl Manager {
             st.init.static_eds.remove(&c.eds_service_name);
         }
         // Warming clusters waiting for one of them go active.
-        let ready: Vec<String> = st
-            .warming_clusters
+        let ready: Vec<String> = changed
             .iter()
-            .filter(|(_, e)| changed.contains(&e.compiled.eds_service_name))
-            .map(|(n, _)| n.clone())
+            .filter_map(|service| st.eds_index.get(service))
+            .flatten()
+            .filter(|name| st.warming_clusters.contains_key(*name))
+            .cloned()
             .collect();
         for name in ready {
             self.promote_cluster(st, &name, ch)?;
@@ -864,6 +918,7 @@ impl Manager {
         }
         self.promote_listeners(st, ch, false);
         st.init.lds_done = true;
+        st.interest_stale = true;
         Ok(())
     }
 
@@ -1055,6 +1110,7 @@ impl Manager {
         st.versions.clear();
         st.init.cds_done = false;
         st.init.lds_done = false;
+        reindex(st);
     }
 
     /// Writes the config in force to `--xds-cache` (sidecar mode).
@@ -1177,6 +1233,7 @@ impl Manager {
                 init.cds_done && init.static_eds.is_empty() && st.warming_clusters.is_empty();
             if clusters_ready && !init.lds_started {
                 init.lds_started = true;
+                st.interest_stale = true;
                 match &self.lds {
                     Some(l) => init.lds_deadline = l.deadline(),
                     None => init.lds_done = true,
@@ -1276,6 +1333,7 @@ impl Manager {
         }
         st.static_clusters.clear();
         st.static_eds.clear();
+        st.interest_stale = true;
         st.serving = to;
         st.serving_since = Some(SystemTime::now());
         tracing::info!(
@@ -1348,7 +1406,12 @@ impl Manager {
         crate::admin::set_server_state(crate::admin::ServerState::Live);
     }
 
-    fn update_interest(&self, st: &State) {
+    fn update_interest(&self, st: &mut State) {
+        // Only cluster and listener changes (and the start of LDS) change
+        // what is subscribed; EDS and RDS updates skip this O(config) pass.
+        if !std::mem::take(&mut st.interest_stale) {
+            return;
+        }
         let mut interest = Interest::new();
         let mut want = |source: &Source, ty: ResourceType, name: Option<&str>| {
             let subs = interest.entry(source.clone()).or_default();

@@ -99,22 +99,45 @@ impl ResourceType {
 }
 
 /// The name a resource is known by: `name`, or a ClusterLoadAssignment's
-/// `cluster_name`. Err when the bytes do not decode as `ty`.
+/// `cluster_name` — field 1 in all four messages. Read straight from the
+/// wire without decoding the rest: a SotW response repeats every resource,
+/// and the manager fully decodes only the ones that changed. Err when the
+/// bytes are not a well-formed message.
 pub fn resource_name(ty: ResourceType, any: &prost_types::Any) -> Result<String, String> {
-    use crate::proto::envoy::config::{
-        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-        route::v3::RouteConfiguration,
-    };
-    let bytes = any.value.as_slice();
-    let bad = |e: prost::DecodeError| format!("cannot decode {}: {e}", ty.message_name());
-    Ok(match ty {
-        ResourceType::Cluster => Cluster::decode(bytes).map_err(bad)?.name,
-        ResourceType::ClusterLoadAssignment => {
-            ClusterLoadAssignment::decode(bytes).map_err(bad)?.cluster_name
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let bad = |e: &dyn std::fmt::Display| format!("cannot decode {}: {e}", ty.message_name());
+    let mut buf = any.value.as_slice();
+    let mut name = String::new();
+    while !buf.is_empty() {
+        let (field, wire) = decode_key(&mut buf).map_err(|e| bad(&e))?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut buf).map_err(|e| bad(&e))?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut buf).map_err(|e| bad(&e))?;
+                let len = usize::try_from(len).map_err(|e| bad(&e))?;
+                if len > buf.len() {
+                    return Err(bad(&"a field runs past the end of the message"));
+                }
+                if field == 1 {
+                    name = std::str::from_utf8(&buf[..len]).map_err(|e| bad(&e))?.to_string();
+                }
+                len
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(bad(&"groups are not used by xDS resources"))
+            }
+        };
+        if skip > buf.len() {
+            return Err(bad(&"a field runs past the end of the message"));
         }
-        ResourceType::Listener => Listener::decode(bytes).map_err(bad)?.name,
-        ResourceType::RouteConfiguration => RouteConfiguration::decode(bytes).map_err(bad)?.name,
-    })
+        buf = &buf[skip..];
+    }
+    Ok(name)
 }
 
 /// One resource as received, unwrapped from any `Resource` wrapper.
@@ -337,6 +360,42 @@ pub fn sidecar_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_names_come_from_field_1_without_a_full_decode() {
+        use crate::proto::envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment};
+        let c = Cluster {
+            name: "svc".into(),
+            connect_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            ..Default::default()
+        };
+        let any = |t: ResourceType, v: Vec<u8>| prost_types::Any {
+            type_url: t.type_url().into(),
+            value: v,
+        };
+        assert_eq!(
+            resource_name(
+                ResourceType::Cluster,
+                &any(ResourceType::Cluster, c.encode_to_vec())
+            )
+            .unwrap(),
+            "svc"
+        );
+        let cla = ClusterLoadAssignment {
+            cluster_name: "eds-svc".into(),
+            ..Default::default()
+        };
+        let t = ResourceType::ClusterLoadAssignment;
+        assert_eq!(resource_name(t, &any(t, cla.encode_to_vec())).unwrap(), "eds-svc");
+        // Truncated: an error, not a wrong name.
+        let mut bytes = c.encode_to_vec();
+        bytes.truncate(3);
+        assert!(resource_name(ResourceType::Cluster, &any(ResourceType::Cluster, bytes)).is_err());
+        assert_eq!(
+            resource_name(ResourceType::Cluster, &any(ResourceType::Cluster, Vec::new())).unwrap(),
+            ""
+        );
+    }
 
     #[test]
     fn type_urls_round_trip() {

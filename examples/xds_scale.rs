@@ -59,10 +59,12 @@ fn cla(name: &str, ports: [u32; 2]) -> endpoint::ClusterLoadAssignment {
             lb_endpoints: ports
                 .iter()
                 .map(|p| endpoint::LbEndpoint {
-                    host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
-                        address: Some(socket("127.0.0.1", *p)),
-                        ..Default::default()
-                    })),
+                    host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+                        endpoint::Endpoint {
+                            address: Some(socket("127.0.0.1", *p)),
+                            ..Default::default()
+                        },
+                    )),
                     ..Default::default()
                 })
                 .collect(),
@@ -94,7 +96,10 @@ fn snapshot(n: usize) -> Snapshot {
         };
         add(T::Cluster, any(T::Cluster.type_url(), &c));
         let port = 20_000 + (i as u32 % 20_000);
-        add(T::Endpoint, any(T::Endpoint.type_url(), &cla(&name, [port, port + 1])));
+        add(
+            T::Endpoint,
+            any(T::Endpoint.type_url(), &cla(&name, [port, port + 1])),
+        );
         vhosts.push(route::VirtualHost {
             name: name.clone(),
             domains: vec![format!("{name}.example")],
@@ -201,7 +206,14 @@ fn start_legate(bin: &str, cp: SocketAddr, api_type: &str) -> Proxy {
     let path = dir.path().join("legate.yaml");
     std::fs::write(&path, bootstrap(cp, api_type)).expect("write bootstrap");
     let mut child = Command::new(bin)
-        .args(["-c", path.to_str().expect("path"), "--concurrency", "1", "-l", "info"])
+        .args([
+            "-c",
+            path.to_str().expect("path"),
+            "--concurrency",
+            "1",
+            "-l",
+            "info",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -266,14 +278,22 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
     let bin = std::env::var("LEGATE_BIN").unwrap_or_else(|_| "target/release/legate".into());
     let started = Instant::now();
     let full = snapshot(n);
-    println!("snapshot: {n} clusters, {n} CLAs x 2 endpoints, 1 listener, {n} virtual hosts (built in {})", ms(started.elapsed()));
+    println!(
+        "snapshot: {n} clusters, {n} CLAs x 2 endpoints, 1 listener, {n} virtual hosts (built in {})",
+        ms(started.elapsed())
+    );
 
     // Baseline: the same process with an empty control plane.
-    let empty = Server::start("127.0.0.1:0".parse().expect("addr"), Snapshot::new()).await.expect("mock");
+    let empty = Server::start("127.0.0.1:0".parse().expect("addr"), Snapshot::new())
+        .await
+        .expect("mock");
     let p = start_legate(&bin, empty.addr(), "GRPC");
     wait_line(&p, "the server is LIVE", 60);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -282,7 +302,9 @@ async fn main() {
     empty.shutdown().await;
 
     for api_type in ["GRPC", "DELTA_GRPC"] {
-        let cp = Server::start("127.0.0.1:0".parse().expect("addr"), full.clone()).await.expect("mock");
+        let cp = Server::start("127.0.0.1:0".parse().expect("addr"), full.clone())
+            .await
+            .expect("mock");
         let t0 = Instant::now();
         let p = start_legate(&bin, cp.addr(), api_type);
         let mut applied = Duration::ZERO;
@@ -309,7 +331,11 @@ async fn main() {
             let name = format!("svc-{}", n / 2);
             let a = any(T::Endpoint.type_url(), &cla(&name, [40_000 + k, 41_000 + k]));
             let mut snap = (*cp.snapshot()).clone();
-            snap.upsert(None, Resource::new(T::Endpoint, a).expect("resource"), T::Endpoint);
+            snap.upsert(
+                None,
+                Resource::new(T::Endpoint, a).expect("resource"),
+                T::Endpoint,
+            );
             let sent = Instant::now();
             cp.set_snapshot(snap);
             let line = wait_line(&p, "eds: applied version", 60);
@@ -319,7 +345,11 @@ async fn main() {
         let (apply, end_to_end, line) = &one[one.len() / 2];
         let mode = if api_type == "GRPC" { "SotW" } else { "delta" };
         println!("--- ADS {mode} ---");
-        println!("full set: LIVE {} after start; legate applying it: {}", ms(live.unwrap_or_default()), ms(applied));
+        println!(
+            "full set: LIVE {} after start; legate applying it: {}",
+            ms(live.unwrap_or_default()),
+            ms(applied)
+        );
         println!(
             "one changed CLA (median of 5): applied in {}, {} from the mock's push to applied [{}]",
             ms(*apply),

@@ -160,6 +160,8 @@ struct State {
     /// Whether what the subscriptions ask for may have changed since the
     /// interest was last computed.
     interest_stale: bool,
+    /// `update_*` stats by prefix, resolved once.
+    update_stats: std::collections::HashMap<String, Arc<UpdateStats>>,
 }
 
 /// Where the config in force comes from (`/config_source`).
@@ -314,6 +316,25 @@ fn same_pools(a: &Cluster, b: &Cluster) -> bool {
         && a.idle_timeout == b.idle_timeout
         && a.max_requests_per_connection == b.max_requests_per_connection
         && a.connect_timeout == b.connect_timeout
+}
+
+/// One subscription's `update_*` stats under a prefix.
+struct UpdateStats {
+    attempt: Arc<crate::stats::Counter>,
+    success: Arc<crate::stats::Counter>,
+    rejected: Arc<crate::stats::Counter>,
+    duration: Arc<crate::stats::Histogram>,
+}
+
+impl UpdateStats {
+    fn new(prefix: &str) -> UpdateStats {
+        UpdateStats {
+            attempt: store().counter(&format!("{prefix}update_attempt")),
+            success: store().counter(&format!("{prefix}update_success")),
+            rejected: store().counter(&format!("{prefix}update_rejected")),
+            duration: store().histogram(&format!("{prefix}update_duration")),
+        }
+    }
 }
 
 /// Rebuilds [`State::eds_index`].
@@ -1552,28 +1573,35 @@ impl Manager {
         took: Option<Duration>,
         names: &[String],
     ) {
-        let prefixes = stat_prefixes(st, ty, names);
-        let inc = |n: &str| {
-            for p in &prefixes {
-                store().counter(&format!("{p}{n}")).inc();
-            }
-        };
-        inc("update_attempt");
+        // A SotW EDS response names every cluster: the stats are resolved
+        // once per prefix and kept, not looked up by name per update.
+        let stats: Vec<Arc<UpdateStats>> = stat_prefixes(st, ty, names)
+            .into_iter()
+            .map(|p| {
+                st.update_stats
+                    .entry(p)
+                    .or_insert_with_key(|p| Arc::new(UpdateStats::new(p)))
+                    .clone()
+            })
+            .collect();
+        for s in &stats {
+            s.attempt.inc();
+        }
         match result {
             Ok(()) => {
-                inc("update_success");
-                if let Some(took) = took {
-                    // Envoy's `update_duration` (ms): validate, compile, publish.
-                    for p in &prefixes {
-                        store()
-                            .histogram(&format!("{p}update_duration"))
-                            .record(took.as_millis() as u64);
+                for s in &stats {
+                    s.success.inc();
+                    if let Some(took) = took {
+                        // Envoy's `update_duration` (ms): validate, compile, publish.
+                        s.duration.record(took.as_millis() as u64);
                     }
                 }
                 st.versions.insert(ty, version.to_string());
             }
             Err(e) => {
-                inc("update_rejected");
+                for s in &stats {
+                    s.rejected.inc();
+                }
                 st.errors.insert(ty, (e.clone(), SystemTime::now()));
             }
         }

@@ -25,8 +25,6 @@ pub mod protocol;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use prost::Message;
-
 use crate::proto::envoy::config::bootstrap::v3::Bootstrap;
 use crate::proto::envoy::config::core::v3::{
     api_config_source::ApiType, config_source, grpc_service, node, ConfigSource, Node,
@@ -360,6 +358,7 @@ pub fn sidecar_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     #[test]
     fn resource_names_come_from_field_1_without_a_full_decode() {

@@ -454,6 +454,17 @@ fn reopen_logs(_: &AdminState, _: &Query) -> Reply {
     Reply::text(200, "OK\n")
 }
 
+/// `GET /config_source` (legate): JSON with `source` (`fallback`, `cache`
+/// or `control_plane`), the servers, whether a stream is up, the versions
+/// per type and since when. Without xDS the bootstrap is the fallback.
+fn config_source(state: &AdminState, _: &Query) -> Reply {
+    let v = match &state.xds {
+        Some(x) => x.config_source(),
+        None => serde_json::json!({"source": "fallback", "servers": [], "connected": false, "versions": {}}),
+    };
+    Reply::json(200, super::pretty_json(&v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,15 +486,4 @@ mod tests {
         assert!(h.contains("\n  /stats: print server stats\n"), "{h}");
         assert!(h.contains("\n      usedonly: Only include stats"), "{h}");
     }
-}
-
-/// `GET /config_source` (legate): JSON with `source` (`fallback`, `cache`
-/// or `control_plane`), the servers, whether a stream is up, the versions
-/// per type and since when. Without xDS the bootstrap is the fallback.
-fn config_source(state: &AdminState, _: &Query) -> Reply {
-    let v = match &state.xds {
-        Some(x) => x.config_source(),
-        None => serde_json::json!({"source": "fallback", "servers": [], "connected": false, "versions": {}}),
-    };
-    Reply::json(200, super::pretty_json(&v))
 }

@@ -260,3 +260,101 @@ resources:
         .json();
     assert_eq!(dump["configs"][0]["version_info"], "r1", "{dump}");
 }
+
+/// An HTTP/1.1 keep-alive connection sends requests one by one; returns
+/// (status, origin, whether the response said `connection: close`), or
+/// None when the server closed the connection instead of answering.
+async fn keepalive_get(stream: &mut tokio::net::TcpStream) -> Option<(u16, String, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.is_err() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = text[9..12].parse().unwrap_or(0);
+                let origin = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-origin:"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                return Some((status, origin, head.contains("connection: close")));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_changed_listener_keeps_its_socket_and_drains_old_connections_and_a_removed_one_closes() {
+    let a = origin::start("a").await;
+    let b = origin::start("b").await;
+    let dir = Dir::new();
+    let two = format!(
+        "{}{}",
+        cds("1", a),
+        cds("1", b)
+            .replace("version_info: \"1\"\nresources:\n", "")
+            .replace("name: svc", "name: other")
+            .replace("cluster_name: svc", "cluster_name: other")
+    );
+    dir.write("cds.yaml", &two);
+    dir.write("lds.yaml", &format!("version_info: \"1\"\nresources:\n{}", listener(INLINE_ROUTES)));
+    let legate = Legate::start(&bootstrap(&dir), &[]);
+    let admin = legate.admin.expect("admin");
+    let addr = listener_addr(admin, "listener_0").await;
+    let mut old = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(keepalive_get(&mut old).await, Some((200, "a".into(), false)));
+
+    // Same name and address, other routes: the socket stays (same port),
+    // new connections get the new routes, the old connection is drained
+    // (its next response says `connection: close`).
+    let lds = dir.0.path().join("lds.yaml");
+    let port = addr.port();
+    replace(
+        &lds,
+        &format!(
+            "version_info: \"2\"\nresources:\n{}",
+            listener(&INLINE_ROUTES.replace("cluster: svc", "cluster: other"))
+        )
+        .replace("port_value: 0", &format!("port_value: {port}")),
+    );
+    eventually(5, "the new routes on a new connection", || async {
+        (origin_of(addr, "/").await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    assert_eq!(listener_addr(admin, "listener_0").await, addr);
+    // Drained: an idle old connection is closed (clients retry on a fresh
+    // one), or a request already on it is answered with `connection: close`.
+    match keepalive_get(&mut old).await {
+        None => {}
+        Some((status, _, closing)) => {
+            assert_eq!(status, 200);
+            assert!(closing, "the old connection must be drained, not kept");
+        }
+    }
+
+    // Removed: the port stops accepting.
+    replace(&lds, "version_info: \"3\"\nresources: []\n");
+    eventually(5, "the listener's port to close", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
+}

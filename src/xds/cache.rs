@@ -139,8 +139,17 @@ fn decode(bytes: &[u8]) -> Result<Cached, String> {
 /// Writes `c` to `dir` atomically.
 pub fn save(dir: &Path, c: &Cached) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    } else if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        // A directory legate does not own (a Kubernetes emptyDir's root):
+        // the file itself is still 0600.
+        tracing::debug!(
+            "xds cache: cannot make {} 0700 ({e}); using it as it is",
+            dir.display()
+        );
+    }
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()

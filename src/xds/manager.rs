@@ -160,6 +160,8 @@ struct State {
     /// Whether what the subscriptions ask for may have changed since the
     /// interest was last computed.
     interest_stale: bool,
+    /// Sidecar mode: an empty control-plane config was reported once.
+    warned_empty: bool,
     /// `update_*` stats by prefix, resolved once.
     update_stats: std::collections::HashMap<String, Arc<UpdateStats>>,
 }
@@ -1236,7 +1238,19 @@ impl Manager {
     fn advance(&self, st: &mut State) {
         if !st.switched {
             if Self::complete(st) {
-                self.switch(st, Serving::ControlPlane);
+                if st.listeners.is_empty() && st.clusters.is_empty() {
+                    // Nothing for this node (an unknown node id, an empty
+                    // snapshot): replacing the fallback would leave nothing.
+                    if !st.warned_empty {
+                        st.warned_empty = true;
+                        tracing::warn!(
+                            "config source: the control plane has no listeners or clusters for node `{}`; the fallback keeps serving",
+                            self.node_id
+                        );
+                    }
+                } else {
+                    self.switch(st, Serving::ControlPlane);
+                }
             }
             self.update_interest(st);
             return;
@@ -1371,9 +1385,6 @@ impl Manager {
         store()
             .gauge("listener_manager.total_listeners_active")
             .set(st.listeners.len() as i64);
-        if to == Serving::ControlPlane {
-            self.save_cache(st);
-        }
     }
 
     /// `config_source.*` gauges: 1 for the source in force.
@@ -1614,18 +1625,20 @@ impl Sink for Manager {
         let mut st = self.lock();
         let mut ch = Changes::default();
         let result = self.apply_one(&mut st, source, &update, &mut ch);
+        let was_switched = st.switched;
         if result.is_ok() {
-            let was_switched = st.switched;
+            // The version first: the cache written below must carry it.
+            st.versions.insert(update.ty, update.version.clone());
             self.publish(&st, &ch);
             self.advance(&mut st);
-            if was_switched && self.sidecar.is_some() {
-                if st.serving != Serving::ControlPlane {
-                    // The cache was serving; the control plane now speaks.
-                    st.serving = Serving::ControlPlane;
-                    st.serving_since = Some(SystemTime::now());
-                    tracing::info!("config source: now serving the control_plane config");
-                    self.publish_serving(&st);
-                }
+            if was_switched && self.sidecar.is_some() && st.serving != Serving::ControlPlane {
+                // The cache was serving; the control plane now speaks.
+                st.serving = Serving::ControlPlane;
+                st.serving_since = Some(SystemTime::now());
+                tracing::info!("config source: now serving the control_plane config");
+                self.publish_serving(&st);
+            }
+            if st.switched && self.sidecar.is_some() {
                 self.save_cache(&st);
             }
         }
@@ -1669,6 +1682,17 @@ impl Sink for Manager {
         c.insert(source.clone(), connected);
         let any = c.values().any(|v| *v);
         store().gauge("control_plane.connected_state").set(i64::from(any));
+        if !connected {
+            // Envoy's `update_failure`: the subscription's stream failed.
+            for (sub, prefix) in [
+                (&self.cds, "cluster_manager.cds."),
+                (&self.lds, "listener_manager.lds."),
+            ] {
+                if sub.as_ref().is_some_and(|s| s.source == *source) {
+                    store().counter(&format!("{prefix}update_failure")).inc();
+                }
+            }
+        }
     }
 }
 

@@ -266,7 +266,11 @@ resources:
 /// None when the server closed the connection instead of answering.
 async fn keepalive_get(stream: &mut tokio::net::TcpStream) -> Option<(u16, String, bool)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.is_err() {
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
         return None;
     }
     let mut buf = Vec::new();
@@ -316,7 +320,10 @@ async fn a_changed_listener_keeps_its_socket_and_drains_old_connections_and_a_re
             .replace("cluster_name: svc", "cluster_name: other")
     );
     dir.write("cds.yaml", &two);
-    dir.write("lds.yaml", &format!("version_info: \"1\"\nresources:\n{}", listener(INLINE_ROUTES)));
+    dir.write(
+        "lds.yaml",
+        &format!("version_info: \"1\"\nresources:\n{}", listener(INLINE_ROUTES)),
+    );
     let legate = Legate::start(&bootstrap(&dir), &[]);
     let admin = legate.admin.expect("admin");
     let addr = listener_addr(admin, "listener_0").await;

@@ -307,6 +307,12 @@ async fn legate_keeps_serving_while_the_control_plane_is_down_and_resyncs_when_i
     for _ in 0..5 {
         assert_eq!(origin_of(addr, "/").await.as_deref(), Some("a"));
     }
+    assert!(
+        stat(admin, "cluster_manager.cds.update_failure")
+            .await
+            .unwrap_or(0)
+            >= 1
+    );
 
     // A new control plane on the same address, with other endpoints.
     let mut snap = snapshot(a, "127.0.0.1:0");
@@ -593,6 +599,10 @@ async fn sidecar_scenario(delta: bool) {
     assert_eq!(origin_of(addr, "/").await.as_deref(), Some("cp"));
     let source = get(admin, "/config_source", &[]).await.json();
     assert_eq!(source["source"], "cache", "{source}");
+    for ty in ["cds", "eds", "lds", "rds"] {
+        let v = source["versions"][ty].as_str().unwrap_or("");
+        assert!(!v.is_empty(), "the cache keeps the {ty} version: {source}");
+    }
     drop(legate);
 
     // A cache written for another node is ignored.

@@ -50,6 +50,8 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
+    let mut req = req;
+    assign_request_id(&hcm, &conn, req.headers_mut());
     let authority = authority_of(&req);
     // Header copies only when something will read them (access logs,
     // formatted header values): they cost an allocation per request.
@@ -126,6 +128,28 @@ fn authority_of(req: &Request<Incoming>) -> Option<String> {
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
     })
+}
+
+/// Envoy settles `x-request-id` as the request arrives, before routing, so
+/// local replies (404 NR, 503 UH…) log one too: generated when absent (and
+/// `generate_request_id`), or replaced at an edge unless
+/// `preserve_external_request_id`.
+fn assign_request_id(hcm: &Hcm, conn: &ConnInfo, headers: &mut http::HeaderMap) {
+    let edge_external = hcm.use_remote_address && !hdr::is_internal(conn.remote.ip());
+    if hdr::request_id_decision(
+        headers.contains_key(&hdr::X_REQUEST_ID),
+        hcm.generate_request_id,
+        hcm.preserve_external_request_id,
+        edge_external,
+    ) == RequestId::Generate
+    {
+        // A v4 UUID from the thread-local PRNG: no getrandom syscall per request.
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
+            headers.insert(hdr::X_REQUEST_ID.clone(), v);
+        }
+    }
 }
 
 fn local(
@@ -744,21 +768,7 @@ fn build_upstream_request(
         headers.insert(hdr::X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
     }
     hdr::apply_forwarded_proto(&mut headers, hcm.use_remote_address, "http");
-    let edge_external = hcm.use_remote_address && !internal;
-    if hdr::request_id_decision(
-        headers.contains_key(&hdr::X_REQUEST_ID),
-        hcm.generate_request_id,
-        hcm.preserve_external_request_id,
-        edge_external,
-    ) == RequestId::Generate
-    {
-        // A v4 UUID from the thread-local PRNG: no getrandom syscall per request.
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
-            headers.insert(hdr::X_REQUEST_ID.clone(), v);
-        }
-    }
+    // x-request-id was settled when the request arrived (assign_request_id).
     headers.remove(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS);
     if let Some(t) = route_timeout {
         if !hcm.suppress_envoy_headers {

@@ -276,11 +276,15 @@ async fn access_log_default_format_to_a_file() {
     )
     .await;
     assert_eq!(r.status, 404);
+    // No x-request-id sent: Envoy generates one before routing, so even a
+    // local reply logs it.
+    let r = get(front, "/missing", &[("user-agent", "curl/8.0")]).await;
+    assert_eq!(r.status, 404);
     // Logs are flushed at exit.
     let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
     let text = std::fs::read_to_string(&log_path).expect("access log written");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     let re = regex::Regex::new(
         r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /service/1 HTTP/1\.1" 200 - 0 \d+ \d+ \d+ "-" "curl/8\.0" "rid-1" "127\.0\.0\.1:\d+" "127\.0\.0\.1:\d+"$"#,
     )
@@ -291,6 +295,11 @@ async fn access_log_default_format_to_a_file() {
     )
     .unwrap();
     assert!(re.is_match(lines[1]), "{}", lines[1]);
+    let re = regex::Regex::new(
+        r#"^\[[^\]]+\] "GET /missing HTTP/1\.1" 404 NR 0 0 \d+ - "-" "curl/8\.0" "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}" "127\.0\.0\.1:\d+" "-"$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(lines[2]), "{}", lines[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,10 @@ fn snapshot(n: usize) -> Snapshot {
             ..Default::default()
         });
     }
+    // XDS_SCALE_VHOSTS=1 keeps one virtual host (to see what the route table costs).
+    if std::env::var("XDS_SCALE_VHOSTS").is_ok_and(|v| v == "1") {
+        vhosts.truncate(1);
+    }
     let rc = route::RouteConfiguration {
         name: "local_route".into(),
         virtual_hosts: vhosts,

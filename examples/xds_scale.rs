@@ -328,6 +328,12 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss = rss_kib(p.child.id());
+        // Again after a while: the allocator returns freed pages lazily.
+        tokio::time::sleep(Duration::from_secs(
+            std::env::var("XDS_SCALE_SETTLE_S").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        ))
+        .await;
+        let settled = rss_kib(p.child.id());
 
         // One changed ClusterLoadAssignment, five times.
         let mut one = Vec::new();
@@ -361,10 +367,11 @@ async fn main() {
             line.split("eds: ").nth(1).unwrap_or("")
         );
         println!(
-            "RSS: {} MiB with the full set, {} MiB empty: {:.1} KiB per cluster (cluster + CLA + virtual host)",
+            "RSS: {} MiB with the full set, {} MiB empty: {:.1} KiB per cluster (cluster + CLA + virtual host); {:.1} KiB after XDS_SCALE_SETTLE_S",
             rss / 1024,
             base / 1024,
-            (rss.saturating_sub(base)) as f64 / n as f64
+            (rss.saturating_sub(base)) as f64 / n as f64,
+            (settled.saturating_sub(base)) as f64 / n as f64
         );
         drop(p);
         cp.shutdown().await;

@@ -37,6 +37,9 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub connection_id: u64,
+    /// `--drain-time-s`: how long a draining connection may take to finish
+    /// before it is closed.
+    pub drain_time: std::time::Duration,
 }
 
 /// A finished response and the record to log when its body ends.

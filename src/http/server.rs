@@ -100,8 +100,12 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
         }
     }
     connection.as_mut().graceful_shutdown();
-    if let Err(e) = connection.await {
-        tracing::debug!("downstream connection ended while draining: {e}");
+    // Requests in flight get `--drain-time-s` (a changed or removed
+    // listener's connections, as at shutdown); then the connection closes.
+    match tokio::time::timeout(info.drain_time, connection).await {
+        Ok(Err(e)) => tracing::debug!("downstream connection ended while draining: {e}"),
+        Ok(Ok(())) => {}
+        Err(_) => tracing::debug!("downstream connection closed at the end of the drain time"),
     }
     drop(listener_stats_guard);
 }

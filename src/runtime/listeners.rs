@@ -71,14 +71,16 @@ impl Bound {
 pub struct ListenerManager {
     workers: Workers,
     shared: Shared,
+    drain_time: Duration,
     slots: Mutex<BTreeMap<String, Slot>>,
 }
 
 impl ListenerManager {
-    pub fn new(workers: Workers, shared: Shared) -> ListenerManager {
+    pub fn new(workers: Workers, shared: Shared, drain_time: Duration) -> ListenerManager {
         ListenerManager {
             workers,
             shared,
+            drain_time,
             slots: Mutex::new(BTreeMap::new()),
         }
     }
@@ -138,6 +140,7 @@ impl ListenerManager {
                 current: current.clone(),
                 stats: stats.clone(),
                 shared: self.shared.clone(),
+                drain_time: self.drain_time,
                 stop: stop.subscribe(),
                 active: self.workers.active.clone(),
             };
@@ -220,6 +223,7 @@ struct AcceptLoop {
     current: Arc<ArcSwap<Generation>>,
     stats: Arc<ListenerStats>,
     shared: Shared,
+    drain_time: Duration,
     stop: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
 }
@@ -266,6 +270,7 @@ impl AcceptLoop {
                 remote,
                 local,
                 connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+                drain_time: self.drain_time,
             });
             self.active.fetch_add(1, Ordering::Relaxed);
             let active = self.active.clone();

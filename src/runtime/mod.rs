@@ -45,7 +45,11 @@ pub fn run(loaded: &Loaded, opts: Options) -> Result<(), String> {
     main_rt.block_on(dns::start(shared.clone()));
 
     let (workers, threads, stop_workers) = start_workers(opts.concurrency)?;
-    let listeners = Arc::new(ListenerManager::new(workers.clone(), shared.clone()));
+    let listeners = Arc::new(ListenerManager::new(
+        workers.clone(),
+        shared.clone(),
+        opts.drain_time,
+    ));
     // Static listeners bind now, so a taken port stops startup; they accept
     // once the server is initialized (at once without xDS).
     let mut statics = Vec::new();

@@ -365,3 +365,34 @@ async fn a_changed_listener_keeps_its_socket_and_drains_old_connections_and_a_re
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_removed_listeners_requests_in_flight_get_drain_time_then_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = origin::start("a").await;
+    let dir = Dir::new();
+    dir.write("cds.yaml", &cds("1", a));
+    dir.write(
+        "lds.yaml",
+        &format!("version_info: \"1\"\nresources:\n{}", listener(INLINE_ROUTES)),
+    );
+    let legate = Legate::start(&bootstrap(&dir), &["--drain-time-s", "1"]);
+    let admin = legate.admin.expect("admin");
+    let addr = listener_addr(admin, "listener_0").await;
+    // A request the origin answers only after 20 s.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /?sleep_ms=20000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    replace(
+        &dir.0.path().join("lds.yaml"),
+        "version_info: \"2\"\nresources: []\n",
+    );
+    // Removed with a 1 s drain time: the connection closes long before the
+    // origin would answer, without a response.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the draining connection was not closed within 10 s");
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+}

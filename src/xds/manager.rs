@@ -709,6 +709,15 @@ impl Manager {
         drop(snap);
         st.init.cds_done = true;
         reindex(st);
+        // Endpoint assignments no cluster uses any more are dropped (a
+        // cluster that comes back subscribes again and gets them resent).
+        let services: BTreeSet<String> = st
+            .eds_index
+            .keys()
+            .cloned()
+            .chain(st.static_eds.iter().map(|(_, _, s)| s.clone()))
+            .collect();
+        st.endpoints.retain(|name, _| services.contains(name));
         Ok(())
     }
 
@@ -720,6 +729,13 @@ impl Manager {
                 .get(&r.name)
                 .is_some_and(|e| e.meta.body.value == r.body.value)
             {
+                continue;
+            }
+            // No cluster wants it (any more): a response sent before our
+            // unsubscription arrived. Keeping it would keep it for ever.
+            let wanted =
+                st.eds_index.contains_key(&r.name) || st.static_eds.iter().any(|(_, _, s)| *s == r.name);
+            if !wanted {
                 continue;
             }
             let what = format!("ClusterLoadAssignment {}", r.name);
@@ -942,6 +958,24 @@ impl Manager {
         self.promote_listeners(st, ch, false);
         st.init.lds_done = true;
         st.interest_stale = true;
+        // Route configurations no listener uses any more are dropped.
+        let used: BTreeSet<String> = st
+            .statics
+            .iter()
+            .filter_map(|s| s.rds.as_ref())
+            .chain(
+                st.listeners
+                    .values()
+                    .chain(st.warming_listeners.values())
+                    .filter_map(|e| e.rds.as_ref()),
+            )
+            .map(|(_, name)| name.clone())
+            .collect();
+        let unused: Vec<String> = st.routes.keys().filter(|n| !used.contains(*n)).cloned().collect();
+        for name in unused {
+            st.routes.remove(&name);
+            ch.removed_routes.push(name);
+        }
         Ok(())
     }
 

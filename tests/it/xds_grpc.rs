@@ -481,6 +481,10 @@ async fn fifty_updates_under_load_fail_no_request() {
             .unwrap_or(0)
             == 0
     );
+    // The removed cluster's endpoint assignment is not kept either.
+    let dump = get(admin, "/config_dump?include_eds", &[]).await.body;
+    assert!(!dump.contains("\"extra\""), "{dump}");
+    assert!(dump.contains("\"svc\""), "{dump}");
 }
 
 /// Waits (bounded) until legate ACKs `version` of `type_url`: the update

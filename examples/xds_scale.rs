@@ -330,7 +330,10 @@ async fn main() {
         let rss = rss_kib(p.child.id());
         // Again after a while: the allocator returns freed pages lazily.
         tokio::time::sleep(Duration::from_secs(
-            std::env::var("XDS_SCALE_SETTLE_S").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+            std::env::var("XDS_SCALE_SETTLE_S")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         ))
         .await;
         let settled = rss_kib(p.child.id());

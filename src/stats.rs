@@ -55,22 +55,35 @@ fn shards<T: Default>() -> Box<[Padded<T>]> {
 /// config (10,000 clusters, each with ~25 stats and per-host stats) are
 /// never written; unallocated they cost a pointer instead of
 /// `shard_count() × 128` bytes. The hot path pays one atomic load.
-struct Shards<T>(OnceLock<Box<[Padded<T>]>>);
+///
+/// A metric only one thread writes (the main runtime's xDS and DNS
+/// bookkeeping: `update_*`, `membership_*`) needs no shards: `single` ones
+/// have one slot, which every thread would share.
+struct Shards<T> {
+    cells: OnceLock<Box<[Padded<T>]>>,
+    single: bool,
+}
 
 impl<T: Default> Shards<T> {
-    fn new() -> Self {
-        Shards(OnceLock::new())
+    fn new(single: bool) -> Self {
+        Shards {
+            cells: OnceLock::new(),
+            single,
+        }
     }
 
     /// This thread's shard (allocating them all on first use).
     #[inline]
     fn mine(&self) -> &T {
-        &self.0.get_or_init(shards)[my_shard()].0
+        if self.single {
+            return &self.cells.get_or_init(|| Box::new([Padded::default()]))[0].0;
+        }
+        &self.cells.get_or_init(shards)[my_shard()].0
     }
 
     /// Every allocated shard (none before the first write).
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.get().into_iter().flat_map(|b| b.iter().map(|p| &p.0))
+        self.cells.get().into_iter().flat_map(|b| b.iter().map(|p| &p.0))
     }
 }
 
@@ -95,7 +108,17 @@ pub struct Counter {
 impl Default for Counter {
     fn default() -> Self {
         Counter {
-            shards: Shards::new(),
+            shards: Shards::new(false),
+            used: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Counter {
+    /// A counter one thread writes (no shards).
+    pub fn single() -> Self {
+        Counter {
+            shards: Shards::new(true),
             used: AtomicBool::new(false),
         }
     }
@@ -144,7 +167,17 @@ pub struct Gauge {
 impl Default for Gauge {
     fn default() -> Self {
         Gauge {
-            shards: Shards::new(),
+            shards: Shards::new(false),
+            used: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Gauge {
+    /// A gauge one thread writes (no shards).
+    pub fn single() -> Self {
+        Gauge {
+            shards: Shards::new(true),
             used: AtomicBool::new(false),
         }
     }
@@ -248,7 +281,16 @@ pub struct Histogram {
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
-            shards: Shards::new(),
+            shards: Shards::new(false),
+        }
+    }
+}
+
+impl Histogram {
+    /// A histogram one thread records into (no shards).
+    pub fn single() -> Self {
+        Histogram {
+            shards: Shards::new(true),
         }
     }
 }
@@ -436,6 +478,14 @@ pub fn store() -> &'static Store {
 }
 
 fn get_or_insert<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, name: &str) -> Arc<T> {
+    get_or_insert_with(map, name, T::default)
+}
+
+fn get_or_insert_with<T>(
+    map: &RwLock<BTreeMap<String, Arc<T>>>,
+    name: &str,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
     // A poisoned lock only means a panic elsewhere mid-insert; the map is
     // still a valid map.
     if let Some(m) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
@@ -444,7 +494,7 @@ fn get_or_insert<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, name: &str)
     map.write()
         .unwrap_or_else(|e| e.into_inner())
         .entry(name.to_string())
-        .or_default()
+        .or_insert_with(|| Arc::new(make()))
         .clone()
 }
 
@@ -469,6 +519,22 @@ impl Store {
 
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
         get_or_insert(&self.histograms, name)
+    }
+
+    /// A counter only one thread writes (main-runtime bookkeeping): one
+    /// slot instead of a shard per thread. If `name` exists, that one.
+    pub fn counter_single(&self, name: &str) -> Arc<Counter> {
+        get_or_insert_with(&self.counters, name, Counter::single)
+    }
+
+    /// A gauge only one thread writes; see [`Store::counter_single`].
+    pub fn gauge_single(&self, name: &str) -> Arc<Gauge> {
+        get_or_insert_with(&self.gauges, name, Gauge::single)
+    }
+
+    /// A histogram only one thread records into; see [`Store::counter_single`].
+    pub fn histogram_single(&self, name: &str) -> Arc<Histogram> {
+        get_or_insert_with(&self.histograms, name, Histogram::single)
     }
 
     /// Sets a text readout (`name: "value"` in `/stats`).

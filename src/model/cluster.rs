@@ -484,6 +484,8 @@ pub fn endpoints_of(
             });
         }
     }
+    // Kept for the cluster's lifetime: no spare capacity.
+    endpoints.shrink_to_fit();
     Ok(endpoints)
 }
 

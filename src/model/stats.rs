@@ -152,9 +152,10 @@ impl ClusterStats {
             bind_errors: c("bind_errors"),
             lb_healthy_panic: c("lb_healthy_panic"),
             prefix: p.clone(),
-            membership_total: g("membership_total"),
-            membership_healthy: g("membership_healthy"),
-            membership_change: c("membership_change"),
+            // Written by the main runtime only (DNS, EDS): no shards.
+            membership_total: store().gauge_single(&format!("{p}membership_total")),
+            membership_healthy: store().gauge_single(&format!("{p}membership_healthy")),
+            membership_change: store().counter_single(&format!("{p}membership_change")),
         }
     }
 

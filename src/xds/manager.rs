@@ -331,10 +331,11 @@ struct UpdateStats {
 impl UpdateStats {
     fn new(prefix: &str) -> UpdateStats {
         UpdateStats {
-            attempt: store().counter(&format!("{prefix}update_attempt")),
-            success: store().counter(&format!("{prefix}update_success")),
-            rejected: store().counter(&format!("{prefix}update_rejected")),
-            duration: store().histogram(&format!("{prefix}update_duration")),
+            // Written by the main runtime only: no shards.
+            attempt: store().counter_single(&format!("{prefix}update_attempt")),
+            success: store().counter_single(&format!("{prefix}update_success")),
+            rejected: store().counter_single(&format!("{prefix}update_rejected")),
+            duration: store().histogram_single(&format!("{prefix}update_duration")),
         }
     }
 }

@@ -621,14 +621,6 @@ impl Manager {
                 );
                 continue;
             }
-            let same = st
-                .clusters
-                .get(&proto.name)
-                .or_else(|| st.warming_clusters.get(&proto.name))
-                .is_some_and(|e| e.meta.body.value == r.body.value);
-            if same {
-                continue;
-            }
             let compiled = Cluster::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
             incoming.insert(proto.name.clone(), (proto, compiled, &r.body));
         }
@@ -742,13 +734,6 @@ impl Manager {
             let what = format!("ClusterLoadAssignment {}", r.name);
             validate(&r.body, &what)?;
             let cla: ClusterLoadAssignment = decode(&r.body, &what)?;
-            if st
-                .endpoints
-                .get(&cla.cluster_name)
-                .is_some_and(|e| e.meta.body.value == r.body.value)
-            {
-                continue;
-            }
             let endpoints = endpoints_of(&cla).map_err(|e| format!("{what}: {e}"))?;
             // Envoy's EDS takes IP addresses only.
             if let Some(bad) = endpoints
@@ -890,14 +875,6 @@ impl Manager {
                 return Err(format!(
                     "{what}: a static listener of that name exists; LDS cannot add or update it"
                 ));
-            }
-            let same = st
-                .listeners
-                .get(&proto.name)
-                .or_else(|| st.warming_listeners.get(&proto.name))
-                .is_some_and(|e| e.meta.body.value == r.body.value);
-            if same {
-                continue;
             }
             let compiled = Listener::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
             let rds = rds_of(&compiled, Some(source))?;
@@ -1048,13 +1025,6 @@ impl Manager {
             let what = format!("RouteConfiguration {}", r.name);
             validate(&r.body, &what)?;
             let rc: RouteConfiguration = decode(&r.body, &what)?;
-            if st
-                .routes
-                .get(&rc.name)
-                .is_some_and(|e| e.meta.body.value == r.body.value)
-            {
-                continue;
-            }
             let table = RouteTable::compile(&rc).map_err(|e| format!("{what}: {e}"))?;
             incoming.push((
                 rc.name.clone(),

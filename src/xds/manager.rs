@@ -258,6 +258,25 @@ fn version_of<'a>(resources: &'a [super::Resource], name: &str, update: &'a str)
         .map_or(update, |r| pick(&r.version, update))
 }
 
+/// A changed resource, validated and decoded as `M`, with how errors name
+/// it (`Cluster svc`).
+fn checked<M: Message + Default>(r: &super::Resource, kind: &str) -> Result<(M, String), Nack> {
+    let what = format!("{kind} {}", r.name);
+    validate(&r.body, &what)?;
+    let m = decode(&r.body, &what)?;
+    Ok((m, what))
+}
+
+/// The names an update removes: for a SotW response every `known` name it
+/// does not carry, for a delta one its `removed_resources`.
+fn removed_by<'a>(u: &Update, known: impl Iterator<Item = &'a String>) -> Vec<String> {
+    if !u.state_of_the_world {
+        return u.removed.clone();
+    }
+    let present: BTreeSet<&str> = u.resources.iter().map(|r| r.name.as_str()).collect();
+    known.filter(|n| !present.contains(n.as_str())).cloned().collect()
+}
+
 fn validate(body: &prost_types::Any, what: &str) -> Result<(), Nack> {
     crate::config::validate::resource(body, what, &|_| 0).map_err(|e| e.to_string())
 }
@@ -598,7 +617,6 @@ impl Manager {
         u: &Update,
         ch: &mut Changes,
     ) -> Result<(), Nack> {
-        let snap = self.shared.load();
         let mut incoming: BTreeMap<String, (PCluster, Cluster, &prost_types::Any)> = BTreeMap::new();
         for r in &u.resources {
             // Unchanged bytes need no decoding: a SotW response repeats
@@ -611,9 +629,7 @@ impl Manager {
             if unchanged {
                 continue;
             }
-            let what = format!("Cluster {}", r.name);
-            validate(&r.body, &what)?;
-            let proto: PCluster = decode(&r.body, &what)?;
+            let (proto, what) = checked::<PCluster>(r, "Cluster")?;
             if st.static_clusters.contains(&proto.name) {
                 tracing::warn!(
                     "cds: cluster {} is a static cluster; CDS cannot change it",
@@ -624,17 +640,7 @@ impl Manager {
             let compiled = Cluster::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
             incoming.insert(proto.name.clone(), (proto, compiled, &r.body));
         }
-        let removed: Vec<String> = if u.state_of_the_world {
-            let present: BTreeSet<&str> = u.resources.iter().map(|r| r.name.as_str()).collect();
-            st.clusters
-                .keys()
-                .chain(st.warming_clusters.keys())
-                .filter(|n| !present.contains(n.as_str()))
-                .cloned()
-                .collect()
-        } else {
-            u.removed.clone()
-        };
+        let removed = removed_by(u, st.clusters.keys().chain(st.warming_clusters.keys()));
         // Everything compiled: now change state.
         let mut entries = Vec::new();
         for (name, (proto, mut compiled, body)) in incoming {
@@ -699,7 +705,6 @@ impl Manager {
                 ch.removed_clusters.push(name);
             }
         }
-        drop(snap);
         st.init.cds_done = true;
         reindex(st);
         // Endpoint assignments no cluster uses any more are dropped (a
@@ -731,9 +736,7 @@ impl Manager {
             if !wanted {
                 continue;
             }
-            let what = format!("ClusterLoadAssignment {}", r.name);
-            validate(&r.body, &what)?;
-            let cla: ClusterLoadAssignment = decode(&r.body, &what)?;
+            let (cla, what) = checked::<ClusterLoadAssignment>(r, "ClusterLoadAssignment")?;
             let endpoints = endpoints_of(&cla).map_err(|e| format!("{what}: {e}"))?;
             // Envoy's EDS takes IP addresses only.
             if let Some(bad) = endpoints
@@ -868,9 +871,7 @@ impl Manager {
             if unchanged {
                 continue;
             }
-            let what = format!("Listener {}", r.name);
-            validate(&r.body, &what)?;
-            let proto: PListener = decode(&r.body, &what)?;
+            let (proto, what) = checked::<PListener>(r, "Listener")?;
             if self.static_listeners.contains(&proto.name) {
                 return Err(format!(
                     "{what}: a static listener of that name exists; LDS cannot add or update it"
@@ -902,17 +903,7 @@ impl Manager {
             };
             prepared.push((compiled, rds, meta, bound));
         }
-        let removed: Vec<String> = if u.state_of_the_world {
-            let present: BTreeSet<&str> = u.resources.iter().map(|r| r.name.as_str()).collect();
-            st.listeners
-                .keys()
-                .chain(st.warming_listeners.keys())
-                .filter(|n| !present.contains(n.as_str()))
-                .cloned()
-                .collect()
-        } else {
-            u.removed.clone()
-        };
+        let removed = removed_by(u, st.listeners.keys().chain(st.warming_listeners.keys()));
         for (compiled, rds, meta, bound) in prepared {
             let deadline = rds.as_ref().and_then(|(s, _)| s.deadline());
             let entry = ListenerEntry {
@@ -1022,9 +1013,7 @@ impl Manager {
             {
                 continue;
             }
-            let what = format!("RouteConfiguration {}", r.name);
-            validate(&r.body, &what)?;
-            let rc: RouteConfiguration = decode(&r.body, &what)?;
+            let (rc, what) = checked::<RouteConfiguration>(r, "RouteConfiguration")?;
             let table = RouteTable::compile(&rc).map_err(|e| format!("{what}: {e}"))?;
             incoming.push((
                 rc.name.clone(),

@@ -99,7 +99,9 @@ impl std::fmt::Display for IdleTimeout {
 impl std::error::Error for IdleTimeout {}
 
 /// Called once when a response has been sent (or abandoned).
-pub type OnComplete = Box<dyn FnOnce(StreamInfo) + Send>;
+/// The record stays boxed from the request's start to its log line: it is
+/// several hundred bytes, and each move would copy it.
+pub type OnComplete = Box<dyn FnOnce(Box<StreamInfo>) + Send>;
 
 enum Inner {
     Upstream(Incoming),
@@ -150,11 +152,11 @@ impl ResponseBody {
     /// Attaches the request's record; `on_complete` runs when the body ends.
     pub fn with_completion(
         mut self,
-        info: StreamInfo,
+        info: Box<StreamInfo>,
         received: Option<Arc<RequestProgress>>,
         on_complete: OnComplete,
     ) -> Self {
-        self.info = Some(Box::new(info));
+        self.info = Some(info);
         self.received = received;
         self.on_complete = Some(on_complete);
         self
@@ -179,7 +181,7 @@ impl ResponseBody {
                 info.bytes_received = r.bytes();
             }
             info.end = Some(info.start.elapsed());
-            done(*info);
+            done(info);
         }
     }
 }

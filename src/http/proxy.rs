@@ -1,6 +1,7 @@
 //! The request pipeline of the HTTP connection manager and router: route,
 //! pick a cluster and host, forward, and answer locally when Envoy would.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -40,6 +41,9 @@ pub struct ConnInfo {
     /// `--drain-time-s`: how long a draining connection may take to finish
     /// before it is closed.
     pub drain_time: std::time::Duration,
+    /// Signalled when an HTTP/2 connection has carried
+    /// `max_requests_per_connection` requests: it then drains (GOAWAY).
+    pub max_requests_reached: tokio::sync::Notify,
 }
 
 /// A finished response and the record to log when its body ends.
@@ -59,7 +63,7 @@ pub async fn handle(
     // Header copies only when something will read them (access logs,
     // formatted header values): they cost an allocation per request.
     let record = conn.records_headers;
-    let mut info = StreamInfo::new(
+    let mut info = Box::new(StreamInfo::new(
         req.method().clone(),
         req.uri()
             .path_and_query()
@@ -73,7 +77,7 @@ pub async fn handle(
         },
         conn.remote,
         conn.local,
-    );
+    ));
     info.connection_id = conn.connection_id;
     let stats = &hcm.stats;
     stats.downstream_rq_total.inc();
@@ -91,12 +95,18 @@ pub async fn handle(
     // upstream spoke (an HTTP/1.0 origin must not make us answer HTTP/1.0).
     *response.version_mut() = if http1 { Version::HTTP_11 } else { Version::HTTP_2 };
     finish_response_headers(&hcm, &mut response, &info);
-    if http1 && hcm.max_requests_per_connection.is_some_and(|max| nth >= max) {
-        // The last request this connection may carry: hyper closes it after
-        // this response. (HTTP/2 would need a GOAWAY: not done yet.)
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if hcm.max_requests_per_connection.is_some_and(|max| nth == max) {
+        // The last request this connection may carry. HTTP/1: hyper closes
+        // it after this response. HTTP/2: the connection task sends GOAWAY
+        // and lets the streams already open finish.
+        hcm.stats.downstream_cx_max_requests_reached.inc();
+        if http1 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else {
+            conn.max_requests_reached.notify_one();
+        }
     }
     info.response_code = response.status().as_u16();
     if record {
@@ -108,7 +118,7 @@ pub async fn handle(
     let body = body.with_completion(
         info,
         outcome.received,
-        Box::new(move |info: StreamInfo| {
+        Box::new(move |info: Box<StreamInfo>| {
             let stats = &logs.stats;
             stats.downstream_rq_active.dec();
             stats.downstream_rq_completed.inc();
@@ -376,15 +386,15 @@ fn allowed_upgrade(hcm: &Hcm, action: &RouteAction, kind: &str) -> bool {
     hcm.upgrades.iter().any(|(t, enabled)| t == kind && *enabled)
 }
 
-fn pick_cluster(action: &RouteAction, req: &Request<Incoming>) -> Option<String> {
+fn pick_cluster<'a>(action: &'a RouteAction, req: &Request<Incoming>) -> Option<Cow<'a, str>> {
     match &action.target {
-        ClusterTarget::Name(n) => Some(n.clone()),
-        ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h),
+        ClusterTarget::Name(n) => Some(Cow::Borrowed(n)),
+        ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h).map(Cow::Owned),
         ClusterTarget::Weighted(clusters, total) => {
             let mut r = fastrand::u64(..*total);
             clusters.iter().find_map(|(name, w)| {
                 if r < u64::from(*w) {
-                    Some(name.clone())
+                    Some(Cow::Borrowed(name.as_str()))
                 } else {
                     r -= u64::from(*w);
                     None
@@ -462,8 +472,8 @@ async fn forward(
             "cluster_not_found",
         );
     };
-    info.upstream_cluster = Some(cluster_name.clone());
-    let Some(cluster) = snap.clusters.get(&cluster_name).cloned() else {
+    info.upstream_cluster = Some(cluster_name.to_string());
+    let Some(cluster) = snap.clusters.get(cluster_name.as_ref()).cloned() else {
         hcm.stats.no_cluster.inc();
         return local(
             info,
@@ -559,8 +569,17 @@ async fn forward(
     let request_deadline = hcm
         .request_timeout
         .map(|t| tokio::time::Instant::from_std(info.start) + t);
+    // Boxed: the exchange's future is KiBs (hyper's request futures); kept
+    // inline it would be copied at every level of nesting below (memmove was
+    // the worker's largest user-space cost before this).
     let send = within_request_timeout(
-        upstream::send(&cluster, &host, h2, upgrade.is_some(), upstream_req),
+        Box::pin(upstream::send(
+            &cluster,
+            &host,
+            h2,
+            upgrade.is_some(),
+            upstream_req,
+        )),
         request_deadline,
         received.clone(),
     );

@@ -82,6 +82,13 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
             return;
         }
         _ = draining => {}
+        _ = info.max_requests_reached.notified() => {
+            // HTTP/2 after `max_requests_per_connection`: GOAWAY, then the
+            // open streams finish (bounded like any drain).
+            connection.as_mut().graceful_shutdown();
+            finish_draining(connection, &info).await;
+            return;
+        }
     }
     // A connection accepted just before the drain has a request on its way:
     // closing it before that request is read would fail it. Give it a moment
@@ -100,12 +107,21 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
         }
     }
     connection.as_mut().graceful_shutdown();
-    // Requests in flight get `--drain-time-s` (a changed or removed
-    // listener's connections, as at shutdown); then the connection closes.
+    finish_draining(connection, &info).await;
+    drop(listener_stats_guard);
+}
+
+/// Requests in flight on a connection told to shut down get
+/// `--drain-time-s` (a changed or removed listener's connections, as at
+/// shutdown); then the connection closes.
+async fn finish_draining<F, E>(connection: std::pin::Pin<&mut F>, info: &ConnInfo)
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     match tokio::time::timeout(info.drain_time, connection).await {
         Ok(Err(e)) => tracing::debug!("downstream connection ended while draining: {e}"),
         Ok(Ok(())) => {}
         Err(_) => tracing::debug!("downstream connection closed at the end of the drain time"),
     }
-    drop(listener_stats_guard);
 }

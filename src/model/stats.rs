@@ -35,6 +35,8 @@ pub struct HttpStats {
     pub downstream_rq_xx: CodeClasses,
     pub downstream_rq_time: Arc<Histogram>,
     pub downstream_rq_timeout: Arc<Counter>,
+    /// Connections that carried `max_requests_per_connection` requests.
+    pub downstream_cx_max_requests_reached: Arc<Counter>,
     pub no_route: Arc<Counter>,
     pub no_cluster: Arc<Counter>,
     pub rq_redirect: Arc<Counter>,
@@ -58,6 +60,7 @@ impl HttpStats {
             downstream_rq_xx: CodeClasses::new(&p, "downstream_rq"),
             downstream_rq_time: store().histogram(&format!("{p}downstream_rq_time")),
             downstream_rq_timeout: c("downstream_rq_timeout"),
+            downstream_cx_max_requests_reached: c("downstream_cx_max_requests_reached"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             rq_redirect: c("rq_redirect"),

@@ -124,6 +124,40 @@ async fn max_requests_per_connection_closes_after_the_last_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_sends_goaway_on_http2() {
+    let o = origin::start("o").await;
+    let hcm = "          common_http_protocol_options: {max_requests_per_connection: 2}\n";
+    let cfg =
+        config(o, "", hcm) + "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+    let legate = Legate::start(&cfg, &[]);
+    let tcp = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = http::Request::get("http://x/")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let r = sender.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        http_body_util::BodyExt::collect(r.into_body()).await.unwrap();
+    }
+    // GOAWAY after the second request: with no stream left the connection
+    // ends (the client's connection task returns).
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection stayed open");
+    let admin = legate.admin.expect("admin");
+    let r = get(admin, "/stats?filter=downstream_cx_max_requests_reached", &[]).await;
+    assert_eq!(
+        r.body.trim(),
+        "http.ingress_http.downstream_cx_max_requests_reached: 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_is_408_when_the_body_does_not_arrive() {
     let o = origin::start("o").await;
     let legate = Legate::start(&config(o, "", "          request_timeout: 0.3s\n"), &[]);

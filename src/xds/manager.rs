@@ -349,12 +349,13 @@ struct UpdateStats {
 
 impl UpdateStats {
     fn new(prefix: &str) -> UpdateStats {
+        let p = crate::stats::Prefix::new(prefix.to_string());
         UpdateStats {
             // Written by the main runtime only: no shards.
-            attempt: store().counter_single(&format!("{prefix}update_attempt")),
-            success: store().counter_single(&format!("{prefix}update_success")),
-            rejected: store().counter_single(&format!("{prefix}update_rejected")),
-            duration: store().histogram_single(&format!("{prefix}update_duration")),
+            attempt: store().counter_single_in(&p, "update_attempt"),
+            success: store().counter_single_in(&p, "update_success"),
+            rejected: store().counter_single_in(&p, "update_rejected"),
+            duration: store().histogram_single_in(&p, "update_duration"),
         }
     }
 }

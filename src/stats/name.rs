@@ -4,7 +4,7 @@
 //! (`cluster.<name>.`, ~30 stats per cluster) and a literal suffix
 //! (`upstream_rq_total`). Kept as one `String` each, the names of 10,000
 //! clusters cost ~1.2 KB per cluster; a [`Name::Split`] stores a shared
-//! `Arc<str>` prefix and a `&'static str` suffix instead, so a cluster's
+//! prefix and a `&'static str` suffix instead, so a cluster's
 //! names cost one prefix allocation.
 //!
 //! Every name orders as the string it spells, whatever its form, so the
@@ -16,12 +16,15 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// A prefix shared by the stats registered under it (`cluster.<name>.`).
+/// An `Arc<String>` rather than an `Arc<str>`: a thin pointer, so a
+/// [`Name`] is 24 bytes, not 32 (one more small allocation per prefix,
+/// 8 bytes less in each of its ~30 map entries).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prefix(Arc<str>);
+pub struct Prefix(Arc<String>);
 
 impl Prefix {
     pub fn new(prefix: String) -> Prefix {
-        Prefix(prefix.into())
+        Prefix(Arc::new(prefix))
     }
 
     pub fn as_str(&self) -> &str {
@@ -37,7 +40,7 @@ impl Prefix {
 #[derive(Clone, Debug)]
 pub(super) enum Name {
     Whole(Box<str>),
-    Split(Arc<str>, &'static str),
+    Split(Arc<String>, &'static str),
 }
 
 impl Name {
@@ -165,6 +168,11 @@ impl<'a> Borrow<dyn Key + 'a> for Name {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_name_is_three_words() {
+        assert_eq!(std::mem::size_of::<Name>(), 24);
+    }
 
     #[test]
     fn cmp_parts_is_the_joined_strings_order() {

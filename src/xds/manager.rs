@@ -1658,6 +1658,11 @@ impl Sink for Manager {
             }
             Err(e) => tracing::warn!("{}: rejected version {}: {e}", update.ty.short(), update.version),
         }
+        drop(st);
+        let bytes: usize = update.resources.iter().map(|r| r.body.value.len()).sum();
+        if bytes >= crate::allocator::LARGE_UPDATE_BYTES {
+            crate::allocator::release_soon();
+        }
         result
     }
 

@@ -3,6 +3,7 @@
 
 // Admin interface and stats store (issue 4).
 pub mod admin;
+pub mod allocator;
 pub mod stats;
 
 pub mod access_log;

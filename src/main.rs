@@ -7,6 +7,22 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Returns the freed pages of the calling thread (the xDS thread) and of the
+/// arenas to the OS now rather than after mimalloc's purge delay, which an
+/// idle thread never reaches. Called after large xDS updates (see
+/// `legate::allocator`). Measured with the xDS scale benchmark
+/// (`xds_scale 10000`): RSS per cluster 12.5 -> 7.3 KiB (SotW) and
+/// 13.5 -> 7.8 KiB (delta), the transient garbage of decoding 10,000
+/// resources; one call took 0.2-1.5 ms, after the update's ACK.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called at any time
+    // from any thread; `force` also purges pages freed by other threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    }
+}
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -52,6 +68,7 @@ fn init_logging(args: &Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    legate::allocator::set_release(release_freed_memory);
     if let Err(e) = init_logging(&args) {
         eprintln!("legate: {e}");
         return ExitCode::FAILURE;

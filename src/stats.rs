@@ -14,12 +14,20 @@
 //! alone and 37-41 ns with two threads bouncing its line; `Histogram::record`
 //! 13-14 ns.
 //!
-//! Memory: a counter or gauge is `shards × 128` bytes (shards = twice the
-//! cores, rounded up to a power of two, 4…64), a histogram `shards × 256`.
+//! Memory: a counter or gauge is 16 bytes until written, then `shards × 128`
+//! bytes more (shards = twice the cores, rounded up to a power of two,
+//! 4…64), a histogram `shards × 256`. Names under a shared [`Prefix`] cost
+//! no allocation of their own.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+
+use once_cell::race::OnceBox;
+
+mod name;
+pub use name::Prefix;
+use name::{Key, Name, Parts};
 
 // ---------------------------------------------------------------------------
 // Shards
@@ -51,39 +59,76 @@ fn shards<T: Default>() -> Box<[Padded<T>]> {
     (0..shard_count()).map(|_| Padded::default()).collect()
 }
 
-/// A metric's shards, allocated on its first write. Most metrics of a large
-/// config (10,000 clusters, each with ~25 stats and per-host stats) are
-/// never written; unallocated they cost a pointer instead of
-/// `shard_count() × 128` bytes. The hot path pays one atomic load.
+/// What a metric holds once written: a padded slot per shard, or one
+/// unpadded slot for a metric only one thread writes.
+enum Block<T> {
+    Sharded(Box<[Padded<T>]>),
+    Single(T),
+}
+
+/// A metric's storage, allocated on its first write, and its flags. Most
+/// metrics of a large config (10,000 clusters, each with ~30 stats and
+/// per-host stats) are never written; unwritten they cost one pointer
+/// (`OnceBox`, 8 bytes, where a `OnceLock` of a slice takes 24) instead
+/// of `shard_count() × 128` bytes. The hot path pays one atomic load and
+/// one read of the (never rewritten) block.
 ///
 /// A metric only one thread writes (the main runtime's xDS and DNS
 /// bookkeeping: `update_*`, `membership_*`) needs no shards: `single` ones
-/// have one slot, which every thread would share.
+/// get one unpadded slot, which every thread would share.
+///
+/// `single` and `used` sit here, beside the pointer, so that a counter or
+/// gauge is 16 bytes (an `Arc` of one is 32), not 24 or 40.
 struct Shards<T> {
-    cells: OnceLock<Box<[Padded<T>]>>,
+    block: OnceBox<Block<T>>,
     single: bool,
+    /// Written at least once (counters and gauges: `?usedonly`).
+    used: AtomicBool,
 }
 
 impl<T: Default> Shards<T> {
     fn new(single: bool) -> Self {
         Shards {
-            cells: OnceLock::new(),
+            block: OnceBox::new(),
             single,
+            used: AtomicBool::new(false),
         }
     }
 
     /// This thread's shard (allocating them all on first use).
     #[inline]
     fn mine(&self) -> &T {
-        if self.single {
-            return &self.cells.get_or_init(|| Box::new([Padded::default()]))[0].0;
+        let block = self.block.get_or_init(|| {
+            Box::new(if self.single {
+                Block::Single(T::default())
+            } else {
+                Block::Sharded(shards())
+            })
+        });
+        match block {
+            Block::Single(t) => t,
+            Block::Sharded(s) => &s[my_shard()].0,
         }
-        &self.cells.get_or_init(shards)[my_shard()].0
     }
 
     /// Every allocated shard (none before the first write).
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.cells.get().into_iter().flat_map(|b| b.iter().map(|p| &p.0))
+        let (one, many): (Option<&T>, &[Padded<T>]) = match self.block.get() {
+            None => (None, &[]),
+            Some(Block::Single(t)) => (Some(t), &[]),
+            Some(Block::Sharded(s)) => (None, s),
+        };
+        one.into_iter().chain(many.iter().map(|p| &p.0))
+    }
+
+    /// Records a write (see [`mark_used`]).
+    #[inline]
+    fn mark_used(&self) {
+        mark_used(&self.used);
+    }
+
+    fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 }
 
@@ -102,14 +147,12 @@ fn mark_used(flag: &AtomicBool) {
 /// A monotonically increasing count (Envoy `Counter`).
 pub struct Counter {
     shards: Shards<AtomicU64>,
-    used: AtomicBool,
 }
 
 impl Default for Counter {
     fn default() -> Self {
         Counter {
             shards: Shards::new(false),
-            used: AtomicBool::new(false),
         }
     }
 }
@@ -119,7 +162,6 @@ impl Counter {
     pub fn single() -> Self {
         Counter {
             shards: Shards::new(true),
-            used: AtomicBool::new(false),
         }
     }
 }
@@ -133,7 +175,7 @@ impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
         self.shards.mine().fetch_add(n, Ordering::Relaxed);
-        mark_used(&self.used);
+        self.shards.mark_used();
     }
 
     pub fn value(&self) -> u64 {
@@ -151,7 +193,7 @@ impl Counter {
 
     /// Written at least once (`?usedonly`).
     pub fn used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.shards.used()
     }
 }
 
@@ -161,14 +203,12 @@ impl Counter {
 /// A value that goes up and down (Envoy `Gauge`).
 pub struct Gauge {
     shards: Shards<AtomicI64>,
-    used: AtomicBool,
 }
 
 impl Default for Gauge {
     fn default() -> Self {
         Gauge {
             shards: Shards::new(false),
-            used: AtomicBool::new(false),
         }
     }
 }
@@ -178,7 +218,6 @@ impl Gauge {
     pub fn single() -> Self {
         Gauge {
             shards: Shards::new(true),
-            used: AtomicBool::new(false),
         }
     }
 }
@@ -197,13 +236,13 @@ impl Gauge {
     #[inline]
     pub fn add(&self, n: i64) {
         self.shards.mine().fetch_add(n, Ordering::Relaxed);
-        mark_used(&self.used);
+        self.shards.mark_used();
     }
 
     #[inline]
     pub fn sub(&self, n: i64) {
         self.shards.mine().fetch_sub(n, Ordering::Relaxed);
-        mark_used(&self.used);
+        self.shards.mark_used();
     }
 
     /// Sets the value. Not atomic with respect to a concurrent `add`/`sub`
@@ -215,7 +254,7 @@ impl Gauge {
         for (i, s) in self.shards.iter().enumerate() {
             s.store(if i == mine { v } else { 0 }, Ordering::Relaxed);
         }
-        mark_used(&self.used);
+        self.shards.mark_used();
     }
 
     pub fn value(&self) -> i64 {
@@ -225,7 +264,7 @@ impl Gauge {
     }
 
     pub fn used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.shards.used()
     }
 }
 
@@ -465,9 +504,9 @@ impl std::fmt::Debug for Histogram {
 /// the admin; the request path holds `Arc`s.
 #[derive(Default)]
 pub struct Store {
-    counters: RwLock<BTreeMap<String, Arc<Counter>>>,
-    gauges: RwLock<BTreeMap<String, Arc<Gauge>>>,
-    histograms: RwLock<BTreeMap<String, Arc<Histogram>>>,
+    counters: RwLock<BTreeMap<Name, Arc<Counter>>>,
+    gauges: RwLock<BTreeMap<Name, Arc<Gauge>>>,
+    histograms: RwLock<BTreeMap<Name, Arc<Histogram>>>,
     text_readouts: RwLock<BTreeMap<String, String>>,
 }
 
@@ -477,64 +516,97 @@ pub fn store() -> &'static Store {
     STORE.get_or_init(Store::default)
 }
 
-fn get_or_insert<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, name: &str) -> Arc<T> {
-    get_or_insert_with(map, name, T::default)
-}
-
+/// The metric named `key`, or a new one from `make` under `name()`.
 fn get_or_insert_with<T>(
-    map: &RwLock<BTreeMap<String, Arc<T>>>,
-    name: &str,
+    map: &RwLock<BTreeMap<Name, Arc<T>>>,
+    key: Parts<'_>,
+    name: impl FnOnce() -> Name,
     make: impl FnOnce() -> T,
 ) -> Arc<T> {
     // A poisoned lock only means a panic elsewhere mid-insert; the map is
     // still a valid map.
-    if let Some(m) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+    if let Some(m) = map
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key as &dyn Key)
+    {
         return m.clone();
     }
-    map.write()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(name.to_string())
-        .or_insert_with(|| Arc::new(make()))
-        .clone()
+    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = map.get(&key as &dyn Key) {
+        return m.clone();
+    }
+    let m = Arc::new(make());
+    map.insert(name(), m.clone());
+    m
 }
 
-fn list<T>(map: &RwLock<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
+fn list<T>(map: &RwLock<BTreeMap<Name, Arc<T>>>) -> Vec<(String, Arc<T>)> {
     map.read()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.to_string_full(), v.clone()))
         .collect()
+}
+
+/// A whole name.
+fn whole<T>(map: &RwLock<BTreeMap<Name, Arc<T>>>, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
+    get_or_insert_with(map, Parts(name, ""), || Name::whole(name), make)
+}
+
+/// `<prefix><suffix>`, the prefix shared.
+fn split<T>(
+    map: &RwLock<BTreeMap<Name, Arc<T>>>,
+    prefix: &Prefix,
+    suffix: &'static str,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    get_or_insert_with(map, Parts(prefix.as_str(), suffix), || prefix.name(suffix), make)
 }
 
 impl Store {
     /// The counter named `name`, created on first use. The same name gives
     /// the same counter (HCMs sharing a `stat_prefix` share counters, as in Envoy).
     pub fn counter(&self, name: &str) -> Arc<Counter> {
-        get_or_insert(&self.counters, name)
+        whole(&self.counters, name, Counter::default)
     }
 
     pub fn gauge(&self, name: &str) -> Arc<Gauge> {
-        get_or_insert(&self.gauges, name)
+        whole(&self.gauges, name, Gauge::default)
     }
 
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
-        get_or_insert(&self.histograms, name)
+        whole(&self.histograms, name, Histogram::default)
+    }
+
+    /// The counter `<prefix><suffix>`; the same metric as
+    /// `counter("<prefix><suffix>")`, but its name shares `prefix`'s string.
+    pub fn counter_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Counter> {
+        split(&self.counters, prefix, suffix, Counter::default)
+    }
+
+    pub fn gauge_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Gauge> {
+        split(&self.gauges, prefix, suffix, Gauge::default)
+    }
+
+    pub fn histogram_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Histogram> {
+        split(&self.histograms, prefix, suffix, Histogram::default)
     }
 
     /// A counter only one thread writes (main-runtime bookkeeping): one
-    /// slot instead of a shard per thread. If `name` exists, that one.
-    pub fn counter_single(&self, name: &str) -> Arc<Counter> {
-        get_or_insert_with(&self.counters, name, Counter::single)
+    /// slot instead of a shard per thread. If the name exists, that one.
+    pub fn counter_single_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Counter> {
+        split(&self.counters, prefix, suffix, Counter::single)
     }
 
-    /// A gauge only one thread writes; see [`Store::counter_single`].
-    pub fn gauge_single(&self, name: &str) -> Arc<Gauge> {
-        get_or_insert_with(&self.gauges, name, Gauge::single)
+    /// A gauge only one thread writes; see [`Store::counter_single_in`].
+    pub fn gauge_single_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Gauge> {
+        split(&self.gauges, prefix, suffix, Gauge::single)
     }
 
-    /// A histogram only one thread records into; see [`Store::counter_single`].
-    pub fn histogram_single(&self, name: &str) -> Arc<Histogram> {
-        get_or_insert_with(&self.histograms, name, Histogram::single)
+    /// A histogram only one thread records into; see [`Store::counter_single_in`].
+    pub fn histogram_single_in(&self, prefix: &Prefix, suffix: &'static str) -> Arc<Histogram> {
+        split(&self.histograms, prefix, suffix, Histogram::single)
     }
 
     /// Sets a text readout (`name: "value"` in `/stats`).
@@ -575,7 +647,7 @@ impl Store {
         self.counters
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(name)
+            .get(&Parts(name, "") as &dyn Key)
             .map(|c| c.value())
     }
 
@@ -584,7 +656,7 @@ impl Store {
         self.gauges
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(name)
+            .get(&Parts(name, "") as &dyn Key)
             .map(|g| g.value())
     }
 

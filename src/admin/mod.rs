@@ -245,6 +245,13 @@ impl AdminState {
         let mut intervals = self.intervals.lock().unwrap_or_else(|e| e.into_inner());
         for (name, h) in stats::store().histograms() {
             let now = h.snapshot();
+            // A histogram never recorded into has no interval to keep: an
+            // entry for each (two per cluster) was 1.4 KB per cluster at
+            // 10,000 clusters. Its first interval, once recorded, is then
+            // measured from nothing, which is what an empty `at_flush` gives.
+            if now.count == 0 && !intervals.contains_key(&name) {
+                continue;
+            }
             let entry = intervals.entry(name).or_default();
             let delta = match &entry.at_flush {
                 Some(prev) => now.since(prev),

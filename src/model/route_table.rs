@@ -407,7 +407,8 @@ impl RouteTable {
             suffixes: Vec::new(),
             prefixes: Vec::new(),
             default: None,
-            virtual_hosts: Vec::new(),
+            // Exact: kept for the table's life (doubling left up to 40% spare).
+            virtual_hosts: Vec::with_capacity(rc.virtual_hosts.len()),
             request_headers: HeaderOps::compile(&rc.request_headers_to_add, &rc.request_headers_to_remove)?,
             response_headers: HeaderOps::compile(
                 &rc.response_headers_to_add,

@@ -4,16 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::stats::{sanitize, store, Counter, Gauge, Histogram};
+use crate::stats::{sanitize, store, Counter, Gauge, Histogram, Prefix};
 
 /// `1xx`…`5xx` counters, indexed by `status / 100 - 1`.
 pub struct CodeClasses([Arc<Counter>; 5]);
 
 impl CodeClasses {
-    fn new(prefix: &str, stem: &str) -> CodeClasses {
-        CodeClasses(std::array::from_fn(|i| {
-            store().counter(&format!("{prefix}{stem}_{}xx", i + 1))
-        }))
+    /// `names`: the five stat names after `prefix` (`upstream_rq_1xx`…).
+    fn new(prefix: &Prefix, names: &[&'static str; 5]) -> CodeClasses {
+        CodeClasses(names.map(|n| store().counter_in(prefix, n)))
     }
 
     pub fn record(&self, status: u16) {
@@ -46,9 +45,9 @@ pub struct HttpStats {
 
 impl HttpStats {
     pub fn new(stat_prefix: &str) -> HttpStats {
-        let p = format!("http.{}.", sanitize(stat_prefix));
-        let c = |n: &str| store().counter(&format!("{p}{n}"));
-        let g = |n: &str| store().gauge(&format!("{p}{n}"));
+        let p = Prefix::new(format!("http.{}.", sanitize(stat_prefix)));
+        let c = |n: &'static str| store().counter_in(&p, n);
+        let g = |n: &'static str| store().gauge_in(&p, n);
         HttpStats {
             downstream_cx_total: c("downstream_cx_total"),
             downstream_cx_active: g("downstream_cx_active"),
@@ -57,8 +56,17 @@ impl HttpStats {
             downstream_rq_http1_total: c("downstream_rq_http1_total"),
             downstream_rq_http2_total: c("downstream_rq_http2_total"),
             downstream_rq_completed: c("downstream_rq_completed"),
-            downstream_rq_xx: CodeClasses::new(&p, "downstream_rq"),
-            downstream_rq_time: store().histogram(&format!("{p}downstream_rq_time")),
+            downstream_rq_xx: CodeClasses::new(
+                &p,
+                &[
+                    "downstream_rq_1xx",
+                    "downstream_rq_2xx",
+                    "downstream_rq_3xx",
+                    "downstream_rq_4xx",
+                    "downstream_rq_5xx",
+                ],
+            ),
+            downstream_rq_time: store().histogram_in(&p, "downstream_rq_time"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_cx_max_requests_reached: c("downstream_cx_max_requests_reached"),
             no_route: c("no_route"),
@@ -95,12 +103,17 @@ pub struct ListenerStats {
 impl ListenerStats {
     /// `address` as Envoy names it: `127.0.0.1_10000` (`:` → `_`).
     pub fn new(address: &str) -> ListenerStats {
-        let p = format!("listener.{}.", sanitize(address));
+        let p = Prefix::new(format!("listener.{}.", sanitize(address)));
         ListenerStats {
-            downstream_cx_total: store().counter(&format!("{p}downstream_cx_total")),
-            downstream_cx_active: store().gauge(&format!("{p}downstream_cx_active")),
+            downstream_cx_total: store().counter_in(&p, "downstream_cx_total"),
+            downstream_cx_active: store().gauge_in(&p, "downstream_cx_active"),
         }
     }
+}
+
+/// `cluster.<name>.`, the prefix of a cluster's stats.
+pub fn cluster_prefix(cluster: &str) -> Prefix {
+    Prefix::new(format!("cluster.{}.", sanitize(cluster)))
 }
 
 /// `cluster.<name>.*`.
@@ -125,7 +138,7 @@ pub struct ClusterStats {
     pub bind_errors: Arc<Counter>,
     pub lb_healthy_panic: Arc<Counter>,
     /// `cluster.<name>.` — for stats named at run time (`upstream_rq_<code>`).
-    pub prefix: String,
+    pub prefix: Prefix,
     pub membership_total: Arc<Gauge>,
     pub membership_healthy: Arc<Gauge>,
     pub membership_change: Arc<Counter>,
@@ -133,15 +146,24 @@ pub struct ClusterStats {
 
 impl ClusterStats {
     pub fn new(cluster: &str) -> ClusterStats {
-        let p = format!("cluster.{}.", sanitize(cluster));
-        let c = |n: &str| store().counter(&format!("{p}{n}"));
-        let g = |n: &str| store().gauge(&format!("{p}{n}"));
+        let p = cluster_prefix(cluster);
+        let c = |n: &'static str| store().counter_in(&p, n);
+        let g = |n: &'static str| store().gauge_in(&p, n);
         ClusterStats {
             upstream_rq_total: c("upstream_rq_total"),
             upstream_rq_active: g("upstream_rq_active"),
             upstream_rq_completed: c("upstream_rq_completed"),
-            upstream_rq_xx: CodeClasses::new(&p, "upstream_rq"),
-            upstream_rq_time: store().histogram(&format!("{p}upstream_rq_time")),
+            upstream_rq_xx: CodeClasses::new(
+                &p,
+                &[
+                    "upstream_rq_1xx",
+                    "upstream_rq_2xx",
+                    "upstream_rq_3xx",
+                    "upstream_rq_4xx",
+                    "upstream_rq_5xx",
+                ],
+            ),
+            upstream_rq_time: store().histogram_in(&p, "upstream_rq_time"),
             upstream_rq_timeout: c("upstream_rq_timeout"),
             upstream_cx_total: c("upstream_cx_total"),
             upstream_cx_active: g("upstream_cx_active"),
@@ -154,11 +176,11 @@ impl ClusterStats {
             upstream_rq_pending_active: g("upstream_rq_pending_active"),
             bind_errors: c("bind_errors"),
             lb_healthy_panic: c("lb_healthy_panic"),
-            prefix: p.clone(),
             // Written by the main runtime only (DNS, EDS): no shards.
-            membership_total: store().gauge_single(&format!("{p}membership_total")),
-            membership_healthy: store().gauge_single(&format!("{p}membership_healthy")),
-            membership_change: store().counter_single(&format!("{p}membership_change")),
+            membership_total: store().gauge_single_in(&p, "membership_total"),
+            membership_healthy: store().gauge_single_in(&p, "membership_healthy"),
+            membership_change: store().counter_single_in(&p, "membership_change"),
+            prefix: p,
         }
     }
 
@@ -173,7 +195,7 @@ impl ClusterStats {
             codes
                 .borrow_mut()
                 .entry((id, status))
-                .or_insert_with(|| store().counter(&format!("{}upstream_rq_{status}", self.prefix)))
+                .or_insert_with(|| store().counter(&format!("{}upstream_rq_{status}", self.prefix.as_str())))
                 .inc();
         });
     }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::model::cluster::{Cluster, Discovery, DnsFamily, EndpointSpec, Host, HostSet};
 use crate::model::dns::{Backoff, DnsServers, Resolver, SYSTEM_TTL};
 use crate::model::{Shared, Snapshot};
-use crate::stats::{sanitize, store, Counter};
+use crate::stats::{store, Counter};
 
 /// Addresses of one name filtered by the cluster's lookup family (Envoy's
 /// AUTO prefers IPv6 and falls back to IPv4).
@@ -332,8 +332,8 @@ struct UpdateStats {
 
 impl UpdateStats {
     fn new(cluster: &str) -> UpdateStats {
-        let p = format!("cluster.{}.", sanitize(cluster));
-        let c = |n: &str| store().counter(&format!("{p}{n}"));
+        let p = crate::model::stats::cluster_prefix(cluster);
+        let c = |n: &'static str| store().counter_in(&p, n);
         UpdateStats {
             attempt: c("update_attempt"),
             success: c("update_success"),

@@ -251,13 +251,6 @@ fn pick<'a>(own: &'a str, update: &'a str) -> &'a str {
     }
 }
 
-fn version_of<'a>(resources: &'a [super::Resource], name: &str, update: &'a str) -> &'a str {
-    resources
-        .iter()
-        .find(|r| r.name == name)
-        .map_or(update, |r| pick(&r.version, update))
-}
-
 /// A changed resource, validated and decoded as `M`, with how errors name
 /// it (`Cluster svc`).
 fn checked<M: Message + Default>(r: &super::Resource, kind: &str) -> Result<(M, String), Nack> {
@@ -349,12 +342,13 @@ struct UpdateStats {
 
 impl UpdateStats {
     fn new(prefix: &str) -> UpdateStats {
+        let p = crate::stats::Prefix::new(prefix.to_string());
         UpdateStats {
             // Written by the main runtime only: no shards.
-            attempt: store().counter_single(&format!("{prefix}update_attempt")),
-            success: store().counter_single(&format!("{prefix}update_success")),
-            rejected: store().counter_single(&format!("{prefix}update_rejected")),
-            duration: store().histogram_single(&format!("{prefix}update_duration")),
+            attempt: store().counter_single_in(&p, "update_attempt"),
+            success: store().counter_single_in(&p, "update_success"),
+            rejected: store().counter_single_in(&p, "update_rejected"),
+            duration: store().histogram_single_in(&p, "update_duration"),
         }
     }
 }
@@ -617,7 +611,10 @@ impl Manager {
         u: &Update,
         ch: &mut Changes,
     ) -> Result<(), Nack> {
-        let mut incoming: BTreeMap<String, (PCluster, Cluster, &prost_types::Any)> = BTreeMap::new();
+        // Compiled clusters only: the decoded protos (~3 KB each) are
+        // dropped one by one. Kept for a 10,000-cluster response they were
+        // 30 MB, which the allocator then held on to.
+        let mut incoming: BTreeMap<String, (Cluster, Option<Sub>, Meta)> = BTreeMap::new();
         for r in &u.resources {
             // Unchanged bytes need no decoding: a SotW response repeats
             // every resource, and at 10,000 clusters that is most of the work.
@@ -638,20 +635,20 @@ impl Manager {
                 continue;
             }
             let compiled = Cluster::compile(&proto).map_err(|e| format!("{what}: {e}"))?;
-            incoming.insert(proto.name.clone(), (proto, compiled, &r.body));
+            let eds = eds_of(&proto, &compiled, Some(source))?;
+            let m = meta(pick(&r.version, &u.version), &r.body);
+            incoming.insert(proto.name, (compiled, eds, m));
         }
         let removed = removed_by(u, st.clusters.keys().chain(st.warming_clusters.keys()));
         // Everything compiled: now change state.
         let mut entries = Vec::new();
-        for (name, (proto, mut compiled, body)) in incoming {
-            let eds = eds_of(&proto, &compiled, Some(source))?;
+        for (name, (mut compiled, eds, m)) in incoming {
             let old = st.clusters.get(&name).map(|e| e.compiled.clone());
             if let Some(old) = &old {
                 if same_pools(old, &compiled) {
                     compiled.id = old.id;
                 }
             }
-            let m = meta(version_of(&u.resources, &name, &u.version), body);
             entries.push((name, compiled, eds, m, old));
         }
         for (name, mut compiled, eds, meta, old) in entries {
@@ -1660,6 +1657,11 @@ impl Sink for Manager {
                 );
             }
             Err(e) => tracing::warn!("{}: rejected version {}: {e}", update.ty.short(), update.version),
+        }
+        drop(st);
+        let bytes: usize = update.resources.iter().map(|r| r.body.value.len()).sum();
+        if bytes >= crate::allocator::LARGE_UPDATE_BYTES {
+            crate::allocator::release_soon();
         }
         result
     }

@@ -105,6 +105,7 @@ pub type OnComplete = Box<dyn FnOnce(Box<StreamInfo>) + Send>;
 
 enum Inner {
     Upstream(Incoming),
+    H1(super::h1_client::Body),
     Full(Option<Bytes>),
 }
 
@@ -117,8 +118,8 @@ pub struct ResponseBody {
     received: Option<Arc<RequestProgress>>,
     on_complete: Option<OnComplete>,
     idle: Option<Idle>,
-    /// The upstream HTTP/1.1 connection, back to its pool once this body
-    /// has been read to the end (dropped, so closed, otherwise).
+    /// The upstream HTTP/2 stream this body is read from, held until the
+    /// body is dropped.
     lease: Option<super::upstream::Lease>,
 }
 
@@ -138,9 +139,12 @@ impl ResponseBody {
         ResponseBody::full(Bytes::new())
     }
 
-    pub fn upstream(body: Incoming) -> ResponseBody {
+    pub fn upstream(body: super::upstream::Upstream) -> ResponseBody {
         ResponseBody {
-            inner: Inner::Upstream(body),
+            inner: match body {
+                super::upstream::Upstream::Hyper(b) => Inner::Upstream(b),
+                super::upstream::Upstream::H1(b) => Inner::H1(b),
+            },
             info: None,
             received: None,
             on_complete: None,
@@ -198,6 +202,7 @@ impl Body for ResponseBody {
         let poll = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Inner::H1(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         };
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {
@@ -212,12 +217,7 @@ impl Body for ResponseBody {
                     }
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
-                this.complete();
-            }
+            Poll::Ready(None) => this.complete(),
             Poll::Ready(Some(Err(_))) => {
                 if let Some(info) = this.info.as_mut() {
                     info.response_flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
@@ -248,6 +248,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(body) => body.is_end_stream(),
+            Inner::H1(body) => body.is_end_stream(),
         }
     }
 
@@ -256,19 +257,13 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(body) => body.size_hint(),
+            Inner::H1(body) => body.size_hint(),
         }
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        // hyper may drop a body it knows is complete without a last poll:
-        // the upstream connection is then still reusable.
-        if self.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
-        }
         // The client went away before the end: Envoy logs the request with DC.
         if self.info.is_some() && !self.is_end_stream() {
             if let Some(info) = self.info.as_mut() {

@@ -17,57 +17,70 @@ pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 pub static X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `connection` and every
 /// header it names, `keep-alive`, `proxy-connection`, `transfer-encoding`,
 /// `upgrade` (unless this request is being upgraded) and `te` other than
 /// `trailers`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    // Most messages carry none of these: one walk over the names is much
-    // cheaper than the seven hashed removals below (measured: 3.5k
-    // instructions per proxied request before this check).
-    if !upgrading && !headers.keys().any(is_hop_by_hop_candidate) {
+    // One walk over the names finds which of these are present (usually
+    // none, or `connection: keep-alive`): only those are then removed, each
+    // removal being a hashed lookup (measured: 3.5k instructions per proxied
+    // request when all seven were removed unconditionally).
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !upgrading && !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
-        .filter(|n| !(upgrading && *n == UPGRADE))
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if present[CONNECTION_AT] {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
+            .filter(|n| !(upgrading && *n == UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        let keep = match i {
+            // An upgrade keeps `upgrade`; `connection` is rewritten below.
+            UPGRADE_AT => upgrading,
+            TE_AT => headers
+                .get(TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+            _ => false,
+        };
+        if present[i] && !keep {
+            headers.remove(name);
+        }
     }
     if upgrading {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    let keep_te = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !keep_te {
-        headers.remove(TE);
     }
 }
 
-/// A header `remove_hop_by_hop` may have to act on.
-fn is_hop_by_hop_candidate(name: &HeaderName) -> bool {
-    name == CONNECTION
-        || name == UPGRADE
-        || name == TRANSFER_ENCODING
-        || name == TE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
+/// The hop-by-hop headers, and where some of them are in the list.
+static HOP_BY_HOP: [HeaderName; 6] = [
+    CONNECTION,
+    UPGRADE,
+    TRANSFER_ENCODING,
+    TE,
+    KEEP_ALIVE_NAME,
+    PROXY_CONNECTION_NAME,
+];
+const CONNECTION_AT: usize = 0;
+const UPGRADE_AT: usize = 1;
+const TE_AT: usize = 3;
+const KEEP_ALIVE_NAME: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION_NAME: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes `expect: 100-continue` (and only that expectation).
 pub fn remove_expect_continue(headers: &mut HeaderMap) {

@@ -1,6 +1,7 @@
 //! HTTP: the connection manager, the router and upstream pools.
 
 pub mod body;
+pub mod h1_client;
 pub mod headers;
 pub mod local_reply;
 pub mod proxy;

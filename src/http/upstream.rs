@@ -3,9 +3,11 @@
 //! hyper's connection-level client.
 //!
 //! HTTP/1.1: an idle connection is checked out for one request and goes
-//! back to the pool when its response body has been read to the end (the
-//! `Lease` travels with the response body). HTTP/2: one connection per host
-//! carries every stream.
+//! back to the pool when its response body has been read to the end and the
+//! request fully written (`h1_client`, which drives the exchange inline).
+//! Upgrades get a hyper connection of their own, never pooled. HTTP/2 (over
+//! hyper): one connection per host carries every stream, until
+//! `max_concurrent_streams`.
 //!
 //! Why not hyper-util's pooled client: measured here, it cost more than
 //! the rest of the request path together (a shared locked pool, a key hash
@@ -27,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
+use super::h1_client;
 use crate::model::cluster::{Cluster, Host};
 use crate::model::stats::ClusterStats;
 
@@ -41,7 +44,7 @@ pub struct Key {
 
 #[derive(Default)]
 struct HostPool {
-    idle: Vec<(http1::SendRequest<RequestBody>, Instant)>,
+    idle: Vec<(h1_client::Conn, Instant)>,
     /// HTTP/2 connections; another one is opened when every one carries
     /// `h2_max_streams`.
     h2: Vec<Arc<H2Conn>>,
@@ -119,24 +122,19 @@ pub enum SendError {
     Connect(std::io::Error),
     /// `connect_timeout` passed.
     ConnectTimeout,
-    /// The connection broke before a response arrived.
-    Request(hyper::Error),
+    /// The connection broke, or the upstream broke the protocol, before a
+    /// response arrived.
+    Request(super::body::BodyError),
 }
 
-/// What a response holds of its upstream connection until its body ends:
-/// an HTTP/1.1 connection lent to it (back to the pool on
-/// [`Lease::release`], closed if dropped before), or its place among an
-/// HTTP/2 connection's open streams (given back when dropped).
-pub enum Lease {
-    H1 {
-        key: Key,
-        sender: http1::SendRequest<RequestBody>,
-    },
-    H2(StreamSlot),
+/// What a response holds of an HTTP/2 connection until its body ends: its
+/// place among the connection's open streams (given back when dropped).
+pub struct Lease {
+    _slot: StreamSlot,
 }
 
 /// One open (or reserved) stream on an HTTP/2 connection.
-pub struct StreamSlot(Arc<H2Conn>);
+struct StreamSlot(Arc<H2Conn>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
@@ -144,31 +142,34 @@ impl Drop for StreamSlot {
     }
 }
 
-impl Lease {
-    pub fn release(self) {
-        let Lease::H1 { key, sender } = self else { return };
-        if sender.is_closed() {
-            return;
+/// A response body as the upstream side delivers it.
+pub enum Upstream {
+    /// HTTP/2, or an upgrade's response (over hyper).
+    Hyper(Incoming),
+    /// HTTP/1.1 read inline from a pooled connection.
+    H1(h1_client::Body),
+}
+
+/// Puts an HTTP/1.1 connection whose exchange ended cleanly back in its pool.
+pub(super) fn check_in(key: Key, conn: h1_client::Conn) {
+    POOLS.with(|p| {
+        let mut pools = p.borrow_mut();
+        let pool = pools.entry(key).or_default();
+        if pool.idle.len() < MAX_IDLE_PER_HOST {
+            pool.idle.push((conn, Instant::now()));
         }
-        POOLS.with(|p| {
-            let mut pools = p.borrow_mut();
-            let pool = pools.entry(key).or_default();
-            if pool.idle.len() < MAX_IDLE_PER_HOST {
-                pool.idle.push((sender, Instant::now()));
-            }
-        });
-    }
+    });
 }
 
 /// Sends `req` to `host`, on a pooled connection when there is one.
-/// Returns the response and, for HTTP/1.1, the connection's lease.
+/// Returns the response and, for HTTP/2, the stream's lease.
 pub async fn send(
     cluster: &Cluster,
     host: &Arc<Host>,
     h2: bool,
     upgrade: bool,
     req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+) -> Result<(Response<Upstream>, Option<Lease>), SendError> {
     let key = Key {
         cluster: cluster.id,
         addr: host.addr,
@@ -202,36 +203,70 @@ pub async fn send(
             .get_or_try_init(|| Box::pin(connect_h2(cluster, host)))
             .await?
             .clone();
-        let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        return Ok((resp, Some(Lease::H2(slot))));
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Request(e.into()))?;
+        return Ok((resp.map(Upstream::Hyper), Some(Lease { _slot: slot })));
+    }
+    if upgrade {
+        // An upgraded connection becomes the tunnel: a new one, never
+        // pooled, over hyper (which hands over the raw socket).
+        let mut sender = pending(cluster, Box::pin(connect_h1(cluster, host))).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Request(e.into()))?;
+        return Ok((resp.map(Upstream::Hyper), None));
     }
 
-    let mut req = req;
-    // Reuse an idle connection; one that turns out closed is dropped and the
-    // request, not yet sent, tries the next.
-    while let Some((mut sender, since)) =
+    let (parts, body) = req.into_parts();
+    let empty = hyper::body::Body::is_end_stream(&body);
+    let framing = h1_client::request_framing(
+        &parts.method,
+        &parts.headers,
+        empty,
+        hyper::body::Body::size_hint(&body).exact(),
+    );
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let head = h1_client::encode_head(&parts.method, target, &parts.headers, framing);
+    let chunked = framing == h1_client::RequestFraming::Chunked;
+    let is_head = parts.method == http::Method::HEAD;
+    let mut body = (!empty).then_some(body);
+    // A reused connection the origin closed while idle fails before any
+    // response byte: a request with nothing more to send then tries the
+    // next connection. One with a body tries only one (the body is gone).
+    while let Some((mut conn, since)) =
         POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop()))
     {
-        if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || sender.ready().await.is_err() {
+        if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || !conn.is_usable() {
             continue;
         }
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, (!upgrade).then_some(Lease::H1 { key, sender }))),
-            Err(mut e) => match e.take_message() {
-                Some(r) => req = r,
-                None => return Err(SendError::Request(e.into_error())),
-            },
+        let retry = body.is_none();
+        match h1_client::exchange(conn, key, head.clone(), body.take(), chunked, is_head).await {
+            Ok(resp) => return Ok((resp.map(Upstream::H1), None)),
+            Err(h1_client::Error::ClosedBeforeResponse(_)) if retry => {}
+            Err(e) => return Err(SendError::Request(e.into())),
         }
     }
-    // No idle connection: this request waits for a new one (Envoy's
-    // "pending" request).
+    let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
+    let conn = h1_client::Conn::new(io.into_inner());
+    match h1_client::exchange(conn, key, head, body, chunked, is_head).await {
+        Ok(resp) => Ok((resp.map(Upstream::H1), None)),
+        Err(e) => Err(SendError::Request(e.into())),
+    }
+}
+
+/// A request waiting for a new upstream connection (Envoy's "pending").
+async fn pending<T>(
+    cluster: &Cluster,
+    connecting: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
     cluster.stats.upstream_rq_pending_total.inc();
     cluster.stats.upstream_rq_pending_active.inc();
-    let connected = Box::pin(connect_h1(cluster, host)).await;
+    let connected = connecting.await;
     cluster.stats.upstream_rq_pending_active.dec();
-    let mut sender = connected?;
-    let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-    Ok((resp, (!upgrade).then_some(Lease::H1 { key, sender })))
+    connected
 }
 
 async fn tcp(cluster: &Cluster, host: &Arc<Host>, h2: bool) -> Result<TokioIo<Counted>, SendError> {
@@ -257,7 +292,7 @@ async fn connect_h1(
     let (sender, conn) = http1::Builder::new()
         .handshake(io)
         .await
-        .map_err(SendError::Request)?;
+        .map_err(|e| SendError::Request(e.into()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
@@ -277,7 +312,7 @@ async fn connect_h2(
         .keep_alive_interval(None)
         .handshake(io)
         .await
-        .map_err(SendError::Request)?;
+        .map_err(|e| SendError::Request(e.into()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("upstream HTTP/2 connection ended: {e}");
@@ -295,6 +330,11 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// The socket, for `h1_client`'s readiness-based reads and writes.
+    pub fn stream(&self) -> &TcpStream {
+        &self.io
+    }
+
     fn open(io: TcpStream, stats: Arc<ClusterStats>, host: Arc<Host>, h2: bool) -> Counted {
         stats.upstream_cx_total.inc();
         stats.upstream_cx_active.inc();

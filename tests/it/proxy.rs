@@ -474,3 +474,76 @@ async fn counting_origin(
     });
     (addr, accepted)
 }
+
+/// An origin that answers one request per connection, keep-alive as far as
+/// the client can tell, then closes the connection after `close_after`.
+async fn one_shot_origin(
+    close_after: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, and a body when content-length says so.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(close_after).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_origin_closed_is_not_used() {
+    // The origin closes each connection after one response, at once (the
+    // close races legate putting the connection back in its pool) or a
+    // little later (it arrives while the connection is idle in the pool).
+    // No request may fail on such a connection, with or without a body.
+    for close_after in [Duration::ZERO, Duration::from_millis(30)] {
+        let (origin, connections) = one_shot_origin(close_after).await;
+        let legate = Legate::start(
+            &front_bootstrap("", &route("/", "o", ""), &static_cluster("o", origin, "")),
+            &[],
+        );
+        let front = legate.addr("front");
+        for i in 0..6 {
+            let r = if i % 2 == 0 {
+                get(front, "/", &[]).await
+            } else {
+                send(front, "POST", "/", &[], Bytes::from_static(b"body"), false).await
+            };
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "ok"),
+                "request {i}, close after {close_after:?}"
+            );
+            tokio::time::sleep(close_after + Duration::from_millis(20)).await;
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 6);
+    }
+}

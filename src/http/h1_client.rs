@@ -1,0 +1,974 @@
+//! Upstream HTTP/1.1 exchanges driven by the request's own task.
+//!
+//! The request head and body are written, and the response read, by
+//! whoever polls the exchange: the proxy's request future until the
+//! response head arrives, then the downstream response body. There is no
+//! connection task and no channel between the two sides; a pooled
+//! connection is a socket and its read buffer.
+//!
+//! Why not hyper's client connection: measured with callgrind on the bench
+//! (`bench/run`'s h1 keep-alive), hyper's connection task with its request
+//! channel, response oneshot and body channel was ~30% of the worker's
+//! user-space instructions per proxied request.
+//!
+//! Upgrades (`101 Switching Protocols`) still go through hyper, on a
+//! connection of their own (see `upstream.rs`).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use hyper::body::{Body as _, Frame, SizeHint};
+
+use super::body::RequestBody;
+use super::upstream::{Counted, Key};
+
+/// Response headers accepted from an upstream (hyper's and Envoy's default).
+const MAX_RESPONSE_HEADERS: usize = 100;
+/// A response head (or a chunk-size line, or trailers) larger than this is
+/// a protocol error.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// An upstream HTTP/1.1 connection: the socket (counted in the cluster's
+/// stats while open) and what was read from it but not consumed yet.
+pub struct Conn {
+    io: Counted,
+    read: BytesMut,
+}
+
+impl Conn {
+    pub fn new(io: Counted) -> Conn {
+        Conn {
+            io,
+            read: BytesMut::new(),
+        }
+    }
+
+    /// An idle pooled connection is usable when the peer has neither closed
+    /// it nor sent anything since its last response. Costs no syscall when
+    /// the socket was never reported readable while idle.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.stream().poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.stream().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 2 {
+            self.read.reserve(READ_CHUNK);
+        }
+        loop {
+            match self.io.stream().try_read_buf(&mut self.read) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.stream().poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The connection ended (or broke) before any byte of a response: on a
+    /// reused connection with nothing else to send, the request may be
+    /// retried on another one.
+    ClosedBeforeResponse(Option<io::Error>),
+    Io(io::Error),
+    /// The upstream broke HTTP/1.1 framing.
+    Protocol(&'static str),
+    /// The downstream request body failed while being forwarded.
+    RequestBody(hyper::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::ClosedBeforeResponse(None) => f.write_str("connection closed before the response"),
+            Error::ClosedBeforeResponse(Some(e)) => write!(f, "connection broke before the response: {e}"),
+            Error::Io(e) => write!(f, "upstream connection error: {e}"),
+            Error::Protocol(what) => write!(f, "upstream protocol error: {what}"),
+            Error::RequestBody(e) => write!(f, "request body error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How a request body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body. `content-length: 0` is added for methods that normally
+    /// carry one, so the origin does not wait for it.
+    Empty { announce_zero: bool },
+    /// The request carries its own `content-length`.
+    Length,
+    /// Unknown length: `transfer-encoding: chunked` is added.
+    Chunked,
+}
+
+/// Decides the request's framing from its method, headers and body.
+pub fn request_framing(
+    method: &Method,
+    headers: &HeaderMap,
+    body_empty: bool,
+    exact: Option<u64>,
+) -> RequestFraming {
+    if headers.contains_key(CONTENT_LENGTH) {
+        return RequestFraming::Length;
+    }
+    if body_empty || exact == Some(0) {
+        let announce_zero = *method == Method::POST || *method == Method::PUT || *method == Method::PATCH;
+        return RequestFraming::Empty { announce_zero };
+    }
+    RequestFraming::Chunked
+}
+
+/// The request line and headers, as sent.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: RequestFraming) -> Bytes {
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + target.len()
+        + 64;
+    let mut out = BytesMut::with_capacity(size);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Empty { announce_zero: true } => out.put_slice(b"content-length: 0\r\n"),
+        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (which then cannot be reused).
+    Close,
+}
+
+pub fn response_framing(
+    request_was_head: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<ResponseFraming, &'static str> {
+    if request_was_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(ResponseFraming::None);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
+            _ => ResponseFraming::Close,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_decimal(part.trim_ascii()).ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length values");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => ResponseFraming::None,
+        Some(n) => ResponseFraming::Length(n),
+        None => ResponseFraming::Close,
+    })
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Whether the connection may carry another request after this response
+/// (HTTP/1.1 unless `connection: close`; HTTP/1.0 only with `keep-alive`).
+pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// Where a header's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses a response head at the start of `buf`, consuming it; `None` when
+/// more bytes are needed.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    // Offsets rather than slices, so that the head can be frozen and the
+    // header values shared with it instead of copied. On the stack for
+    // the usual handful of headers.
+    let mut few = [Span::default(); 16];
+    let mut many = Vec::new();
+    let (len, status, version, count) = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut response, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => {
+            let status = StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| "invalid status")?;
+            let version = if response.version == Some(0) {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            };
+            let span = |h: &httparse::Header<'_>| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                Span {
+                    name: (name, name + h.name.len()),
+                    value: (value, value + h.value.len()),
+                }
+            };
+            let count = response.headers.len();
+            if count <= few.len() {
+                for (slot, h) in few.iter_mut().zip(response.headers.iter()) {
+                    *slot = span(h);
+                }
+            } else {
+                many = response.headers.iter().map(span).collect();
+            }
+            (len, status, version, count)
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err("response head too large"),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let spans = if many.is_empty() { &few[..count] } else { &many[..] };
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in spans {
+        let name =
+            HeaderName::from_bytes(&head[span.name.0..span.name.1]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// The request side of an exchange: what is left to write.
+struct Writer {
+    pending: VecDeque<Bytes>,
+    body: Option<RequestBody>,
+    chunked: bool,
+}
+
+impl Writer {
+    fn is_done(&self) -> bool {
+        self.pending.is_empty() && self.body.is_none()
+    }
+
+    fn poll_flush(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.pending.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let mut n = 0;
+                for (slot, b) in slices.iter_mut().zip(&self.pending) {
+                    *slot = IoSlice::new(b);
+                    n += 1;
+                }
+                match conn.io.stream().try_write_vectored(&slices[..n]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(conn.io.stream().poll_write_ready(cx)).map_err(Error::Io)?;
+                        continue;
+                    }
+                    Err(e) => return Poll::Ready(Err(Error::Io(e))),
+                }
+            };
+            let mut left = written;
+            while left > 0 {
+                let front = self.pending.front_mut().expect("written bytes were pending");
+                if front.len() <= left {
+                    left -= front.len();
+                    self.pending.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes what is pending and forwards the request body as it comes.
+    /// Ready(Ok) once everything is written.
+    fn poll_pump(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        loop {
+            ready!(self.poll_flush(conn, cx))?;
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    if self.chunked {
+                        self.pending.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    self.body = None;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(Error::RequestBody(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if self.chunked => {
+                        self.pending
+                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        self.pending.push_back(data);
+                        self.pending.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                    Ok(data) => self.pending.push_back(data),
+                    Err(frame) => {
+                        // Trailers end the body; HTTP/1.1 carries them only
+                        // in the chunked encoding.
+                        if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
+                            let mut out = BytesMut::from(&b"0\r\n"[..]);
+                            for (name, value) in &trailers {
+                                out.put_slice(name.as_str().as_bytes());
+                                out.put_slice(b": ");
+                                out.put_slice(value.as_bytes());
+                                out.put_slice(b"\r\n");
+                            }
+                            out.put_slice(b"\r\n");
+                            self.pending.push_back(out.freeze());
+                            self.body = None;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Sends a request (its encoded head, then `body`) on `conn` and waits for
+/// the response head. The response body reads from the same connection,
+/// which goes back to `key`'s pool when both directions ended cleanly.
+pub async fn exchange(
+    mut conn: Conn,
+    key: Key,
+    head: Bytes,
+    body: Option<RequestBody>,
+    chunked: bool,
+    request_was_head: bool,
+) -> Result<Response<Body>, Error> {
+    let mut writer = Writer {
+        pending: VecDeque::from([head]),
+        body,
+        chunked,
+    };
+    let mut got_bytes = false;
+    let mut head = poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, cx)).await?;
+    let framing = response_framing(request_was_head, head.status, &head.headers).map_err(Error::Protocol)?;
+    if framing == ResponseFraming::Chunked {
+        // The chunked coding wins over a content-length (RFC 9112 §6.3),
+        // which would misframe the response downstream.
+        head.headers.remove(CONTENT_LENGTH);
+    }
+    let reusable = framing != ResponseFraming::Close
+        && head.status != StatusCode::SWITCHING_PROTOCOLS
+        && keeps_alive(head.version, &head.headers);
+    let mut response = Response::new(Body {
+        state: match framing {
+            ResponseFraming::None => State::Done,
+            ResponseFraming::Length(n) => State::Length(n),
+            ResponseFraming::Chunked => State::Chunked(Chunked::Size),
+            ResponseFraming::Close => State::UntilClose,
+        },
+        conn: Some(conn),
+        writer,
+        key,
+        reusable,
+    });
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let body = response.body_mut();
+    if body.state == State::Done {
+        body.finish();
+    }
+    Ok(response)
+}
+
+/// `got_bytes`: whether any response byte arrived (then a failure is not
+/// one that a retry on another connection could fix).
+fn poll_response_head(
+    conn: &mut Conn,
+    writer: &mut Writer,
+    got_bytes: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Head, Error>> {
+    loop {
+        // The request keeps flowing while we wait (an origin may answer
+        // before it has read the whole body).
+        if let Poll::Ready(Err(e)) = writer.poll_pump(conn, cx) {
+            return Poll::Ready(Err(match e {
+                Error::Io(io) if !*got_bytes && conn.read.is_empty() => Error::ClosedBeforeResponse(Some(io)),
+                e => e,
+            }));
+        }
+        if !conn.read.is_empty() {
+            *got_bytes = true;
+            match parse_head(&mut conn.read).map_err(Error::Protocol)? {
+                // 1xx other than 101 (not forwarded: hyper's behaviour
+                // too); the final response follows.
+                Some(head)
+                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    continue
+                }
+                Some(head) => return Poll::Ready(Ok(head)),
+                None => {}
+            }
+        }
+        match ready!(conn.poll_fill(cx)) {
+            Ok(0) if conn.read.is_empty() && !*got_bytes => {
+                return Poll::Ready(Err(Error::ClosedBeforeResponse(None)))
+            }
+            Ok(0) => return Poll::Ready(Err(Error::Protocol("connection closed in the response head"))),
+            Ok(_) => {}
+            Err(e) if !*got_bytes && conn.read.is_empty() => {
+                return Poll::Ready(Err(Error::ClosedBeforeResponse(Some(e))))
+            }
+            Err(e) => return Poll::Ready(Err(Error::Io(e))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailers (possibly none) up to an empty line.
+    Trailers,
+}
+
+/// One step of the chunked decoder over `buf`.
+#[derive(Debug, PartialEq)]
+enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+    NeedMore,
+}
+
+fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+    loop {
+        match *state {
+            Chunked::Size => {
+                let Some(eol) = find_crlf(buf) else {
+                    return if buf.len() > MAX_HEAD_BYTES {
+                        Err("chunk size line too long")
+                    } else {
+                        Ok(Decoded::NeedMore)
+                    };
+                };
+                let line = buf.split_to(eol + 2);
+                let digits = line[..eol]
+                    .split(|b| *b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
+                let size = parse_hex(digits).ok_or("invalid chunk size")?;
+                *state = if size == 0 {
+                    Chunked::Trailers
+                } else {
+                    Chunked::Data(size)
+                };
+            }
+            Chunked::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(n).freeze();
+                *state = if left == n as u64 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left - n as u64)
+                };
+                return Ok(Decoded::Data(data));
+            }
+            Chunked::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err("missing CRLF after chunk data");
+                }
+                buf.advance(2);
+                *state = Chunked::Size;
+            }
+            Chunked::Trailers => {
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                    return Ok(Decoded::End);
+                }
+                let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+                match httparse::parse_headers(buf, &mut slots) {
+                    Ok(httparse::Status::Complete((len, parsed))) => {
+                        let mut trailers = HeaderMap::new();
+                        for h in parsed {
+                            let name = HeaderName::from_bytes(h.name.as_bytes())
+                                .map_err(|_| "invalid trailer name")?;
+                            let value =
+                                HeaderValue::from_bytes(h.value).map_err(|_| "invalid trailer value")?;
+                            trailers.append(name, value);
+                        }
+                        buf.advance(len);
+                        return Ok(Decoded::Trailers(trailers));
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                        return Err("trailers too large")
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                    Err(_) => return Err("malformed trailers"),
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 15 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, d| {
+        let v = (*d as char).to_digit(16)?;
+        Some(n * 16 + u64::from(v))
+    })
+}
+
+/// A response body read from its upstream connection.
+pub struct Body {
+    state: State,
+    conn: Option<Conn>,
+    writer: Writer,
+    key: Key,
+    reusable: bool,
+}
+
+impl Body {
+    /// The response has ended: the connection goes back to its pool when
+    /// the request was fully written too and nothing extra was received.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && self.writer.is_done() && conn.read.is_empty() {
+                super::upstream::check_in(self.key, conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.state == State::Done {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            // Keep forwarding the request body, if any is left.
+            if let Poll::Ready(Err(e)) = this.writer.poll_pump(conn, cx) {
+                return this.fail(e);
+            }
+            match this.state {
+                State::Length(left) if !conn.read.is_empty() => {
+                    let n = (conn.read.len() as u64).min(left) as usize;
+                    let data = conn.read.split_to(n).freeze();
+                    this.state = if left == n as u64 {
+                        State::Done
+                    } else {
+                        State::Length(left - n as u64)
+                    };
+                    if this.state == State::Done {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::UntilClose if !conn.read.is_empty() => {
+                    let data = conn.read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(mut chunked) => {
+                    let step = decode_chunked(&mut chunked, &mut conn.read);
+                    this.state = State::Chunked(chunked);
+                    match step {
+                        Err(what) => return this.fail(Error::Protocol(what)),
+                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Decoded::Trailers(t)) => {
+                            this.finish();
+                            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                        }
+                        Ok(Decoded::End) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(Decoded::NeedMore) => {}
+                    }
+                }
+                _ => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.state == State::UntilClose => {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(Error::Protocol("connection closed in the response body")),
+                Ok(_) => {}
+                Err(e) => return this.fail(Error::Io(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header name/value pairs of a table case.
+    type Pairs = &'static [(&'static str, &'static str)];
+    /// Decoded data and the one trailer expected, or the error.
+    type Decoding = Result<(&'static [u8], Option<(&'static str, &'static str)>), &'static str>;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        use ResponseFraming::*;
+        let ok = StatusCode::OK;
+        // (HEAD request, status, headers, framing)
+        let cases: &[(bool, StatusCode, Pairs, Result<ResponseFraming, &str>)] = &[
+            (false, ok, &[("content-length", "100")], Ok(Length(100))),
+            (false, ok, &[("content-length", "0")], Ok(None)),
+            (true, ok, &[("content-length", "100")], Ok(None)),
+            (false, StatusCode::NO_CONTENT, &[], Ok(None)),
+            (
+                false,
+                StatusCode::NOT_MODIFIED,
+                &[("content-length", "5")],
+                Ok(None),
+            ),
+            (false, StatusCode::SWITCHING_PROTOCOLS, &[], Ok(None)),
+            (false, ok, &[("transfer-encoding", "chunked")], Ok(Chunked)),
+            (false, ok, &[("transfer-encoding", "gzip, chunked")], Ok(Chunked)),
+            (false, ok, &[("transfer-encoding", "chunked, gzip")], Ok(Close)),
+            // transfer-encoding wins over content-length
+            (
+                false,
+                ok,
+                &[("transfer-encoding", "chunked"), ("content-length", "3")],
+                Ok(Chunked),
+            ),
+            (false, ok, &[], Ok(Close)),
+            (false, ok, &[("content-length", "7, 7")], Ok(Length(7))),
+            (
+                false,
+                ok,
+                &[("content-length", "7"), ("content-length", "8")],
+                Err("conflicting content-length values"),
+            ),
+            (
+                false,
+                ok,
+                &[("content-length", "-1")],
+                Err("invalid content-length"),
+            ),
+            (
+                false,
+                ok,
+                &[("content-length", "1e3")],
+                Err("invalid content-length"),
+            ),
+        ];
+        for (head, status, h, want) in cases {
+            assert_eq!(
+                response_framing(*head, *status, &headers(h)),
+                *want,
+                "{head} {status} {h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_by_version_and_connection_tokens() {
+        let cases: &[(Version, Pairs, bool)] = &[
+            (Version::HTTP_11, &[], true),
+            (Version::HTTP_11, &[("connection", "close")], false),
+            (Version::HTTP_11, &[("connection", "keep-alive, Close")], false),
+            (Version::HTTP_10, &[], false),
+            (Version::HTTP_10, &[("connection", "Keep-Alive")], true),
+        ];
+        for (v, h, want) in cases {
+            assert_eq!(keeps_alive(*v, &headers(h)), *want, "{v:?} {h:?}");
+        }
+    }
+
+    #[test]
+    fn request_framing_and_head_encoding() {
+        let h = headers(&[("host", "a"), ("x-b", "1")]);
+        // (method, extra headers, (body empty, exact size), framing, added line)
+        type Case = (Method, Pairs, (bool, Option<u64>), RequestFraming, &'static str);
+        let cases: &[Case] = &[
+            (
+                Method::GET,
+                &[],
+                (true, Some(0)),
+                RequestFraming::Empty { announce_zero: false },
+                "",
+            ),
+            (
+                Method::POST,
+                &[],
+                (true, Some(0)),
+                RequestFraming::Empty { announce_zero: true },
+                "content-length: 0\r\n",
+            ),
+            (
+                Method::POST,
+                &[("content-length", "3")],
+                (false, Some(3)),
+                RequestFraming::Length,
+                "",
+            ),
+            (
+                Method::PUT,
+                &[],
+                (false, None),
+                RequestFraming::Chunked,
+                "transfer-encoding: chunked\r\n",
+            ),
+        ];
+        for (method, extra, (empty, exact), want, line) in cases {
+            let mut hh = h.clone();
+            for (k, v) in *extra {
+                hh.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let framing = request_framing(method, &hh, *empty, *exact);
+            assert_eq!(framing, *want, "{method}");
+            let text = String::from_utf8(encode_head(method, "/p?q=1", &hh, framing).to_vec()).unwrap();
+            let extra_lines: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+            assert_eq!(
+                text,
+                format!("{method} /p?q=1 HTTP/1.1\r\nhost: a\r\nx-b: 1\r\n{extra_lines}{line}\r\n")
+            );
+        }
+    }
+
+    #[test]
+    fn response_head_parses_incrementally_and_shares_values() {
+        let wire = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: b\r\nX-A: c\r\n\r\nhi";
+        for cut in 1..wire.len() - 2 {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            if cut < wire.len() - 2 {
+                assert!(parse_head(&mut buf).unwrap().is_none(), "cut {cut}");
+            }
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let head = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.headers["content-length"], "2");
+        let all: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert_eq!(all, ["b", "c"]);
+        assert_eq!(&buf[..], b"hi");
+        let mut bad = BytesMut::from(&b"HTTP/1.1 abc\r\n\r\n"[..]);
+        assert_eq!(parse_head(&mut bad).err(), Some("malformed response head"));
+        let mut v10 = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
+        assert_eq!(parse_head(&mut v10).unwrap().unwrap().version, Version::HTTP_10);
+    }
+
+    /// Feeds `wire` to the chunked decoder `step` bytes at a time.
+    fn decode_all(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool), &'static str> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let (mut data, mut trailers, mut ended) = (Vec::new(), None, false);
+        let mut fed = 0;
+        loop {
+            match decode_chunked(&mut state, &mut buf)? {
+                Decoded::Data(d) => data.extend_from_slice(&d),
+                Decoded::Trailers(t) => {
+                    trailers = Some(t);
+                    ended = true;
+                    break;
+                }
+                Decoded::End => {
+                    ended = true;
+                    break;
+                }
+                Decoded::NeedMore if fed >= wire.len() => break,
+                Decoded::NeedMore => {
+                    let end = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+        Ok((data, trailers, ended))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_at_any_split() {
+        let cases: &[(&[u8], Decoding)] = &[
+            (
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                Ok((b"hello world", None)),
+            ),
+            (b"A;ext=1\r\n0123456789\r\n0\r\n\r\n", Ok((b"0123456789", None))),
+            (
+                b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n",
+                Ok((b"abc", Some(("grpc-status", "0")))),
+            ),
+            (b"zz\r\n", Err("invalid chunk size")),
+            (b"3\r\nabcX\r\n", Err("missing CRLF after chunk data")),
+        ];
+        for (wire, want) in cases {
+            for step in [1, 2, 3, 7, wire.len()] {
+                let got = decode_all(wire, step);
+                match want {
+                    Ok((data, trailer)) => {
+                        let (d, t, ended) = got.unwrap_or_else(|e| panic!("{e}: {wire:?} step {step}"));
+                        assert_eq!(&d, data, "step {step}");
+                        assert!(ended, "step {step}");
+                        match trailer {
+                            Some((k, v)) => assert_eq!(t.unwrap()[*k], *v),
+                            None => assert!(t.is_none()),
+                        }
+                    }
+                    Err(e) => assert_eq!(got.err(), Some(*e), "step {step}"),
+                }
+            }
+        }
+    }
+}

@@ -37,12 +37,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
         return;
     }
     if present[CONNECTION_AT] {
+        // `keep-alive` and `close` (nearly every value seen) name no header
+        // that the loop below does not handle: no lookup, no allocation.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !(upgrading && *n == UPGRADE))
             .collect();
         for n in named {

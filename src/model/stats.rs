@@ -188,8 +188,11 @@ impl ClusterStats {
     /// (one hash lookup, no lock, no shared write) and registered on first use.
     pub fn record_code(&self, id: u64, status: u16) {
         thread_local! {
-            static CODES: std::cell::RefCell<std::collections::HashMap<(u64, u16), Arc<Counter>>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
+            // foldhash: looked up once per proxied request; SipHash's DoS
+            // resistance buys nothing for (cluster id, status) keys.
+            static CODES: std::cell::RefCell<
+                std::collections::HashMap<(u64, u16), Arc<Counter>, foldhash::fast::RandomState>,
+            > = std::cell::RefCell::new(std::collections::HashMap::default());
         }
         CODES.with(|codes| {
             codes

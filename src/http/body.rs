@@ -105,7 +105,7 @@ pub type OnComplete = Box<dyn FnOnce(Box<StreamInfo>) + Send>;
 
 enum Inner {
     Upstream(Incoming),
-    H1(super::h1_client::Body),
+    H1(Box<super::h1_client::Body>),
     Full(Option<Bytes>),
 }
 
@@ -202,7 +202,7 @@ impl Body for ResponseBody {
         let poll = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
-            Inner::H1(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Inner::H1(body) => Pin::new(&mut **body).poll_frame(cx).map_err(BodyError::from),
         };
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {

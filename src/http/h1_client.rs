@@ -328,11 +328,30 @@ struct Writer {
     pending: VecDeque<Bytes>,
     body: Option<RequestBody>,
     chunked: bool,
+    /// Writing failed (the origin closed or reset): nothing more is sent,
+    /// but a response it sent before may still be read.
+    broken: Option<io::Error>,
 }
 
 impl Writer {
     fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.body.is_none()
+        self.pending.is_empty() && self.body.is_none() && self.broken.is_none()
+    }
+
+    /// Pumps unless broken; a write failure only marks it broken (the
+    /// caller goes on reading), a request body failure is returned.
+    fn poll_pump_tolerant(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.broken.is_some() {
+            return Ok(());
+        }
+        match self.poll_pump(conn, cx) {
+            Poll::Ready(Err(Error::Io(e))) => {
+                self.broken = Some(e);
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn poll_flush(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -430,6 +449,7 @@ pub async fn exchange(
         pending: VecDeque::from([head]),
         body,
         chunked,
+        broken: None,
     };
     let mut got_bytes = false;
     let mut head = poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, cx)).await?;
@@ -474,13 +494,8 @@ fn poll_response_head(
 ) -> Poll<Result<Head, Error>> {
     loop {
         // The request keeps flowing while we wait (an origin may answer
-        // before it has read the whole body).
-        if let Poll::Ready(Err(e)) = writer.poll_pump(conn, cx) {
-            return Poll::Ready(Err(match e {
-                Error::Io(io) if !*got_bytes && conn.read.is_empty() => Error::ClosedBeforeResponse(Some(io)),
-                e => e,
-            }));
-        }
+        // before it has read the whole body, e.g. a 413).
+        writer.poll_pump_tolerant(conn, cx)?;
         if !conn.read.is_empty() {
             *got_bytes = true;
             match parse_head(&mut conn.read).map_err(Error::Protocol)? {
@@ -495,9 +510,17 @@ fn poll_response_head(
                 None => {}
             }
         }
-        match ready!(conn.poll_fill(cx)) {
+        let filled = match conn.poll_fill(cx) {
+            // Nothing to read yet and the request cannot be written: the
+            // write error is the answer.
+            Poll::Pending if writer.broken.is_some() && !*got_bytes => {
+                Poll::Ready(Err(writer.broken.take().expect("checked")))
+            }
+            other => other,
+        };
+        match ready!(filled) {
             Ok(0) if conn.read.is_empty() && !*got_bytes => {
-                return Poll::Ready(Err(Error::ClosedBeforeResponse(None)))
+                return Poll::Ready(Err(Error::ClosedBeforeResponse(writer.broken.take())))
             }
             Ok(0) => return Poll::Ready(Err(Error::Protocol("connection closed in the response head"))),
             Ok(_) => {}
@@ -675,7 +698,7 @@ impl hyper::body::Body for Body {
                 return Poll::Ready(None);
             }
             // Keep forwarding the request body, if any is left.
-            if let Poll::Ready(Err(e)) = this.writer.poll_pump(conn, cx) {
+            if let Err(e) = this.writer.poll_pump_tolerant(conn, cx) {
                 return this.fail(e);
             }
             match this.state {

@@ -146,8 +146,9 @@ impl Drop for StreamSlot {
 pub enum Upstream {
     /// HTTP/2, or an upgrade's response (over hyper).
     Hyper(Incoming),
-    /// HTTP/1.1 read inline from a pooled connection.
-    H1(h1_client::Body),
+    /// HTTP/1.1 read inline from a pooled connection (boxed: it holds the
+    /// connection, and a response is moved several times on its way out).
+    H1(Box<h1_client::Body>),
 }
 
 /// Puts an HTTP/1.1 connection whose exchange ended cleanly back in its pool.
@@ -244,7 +245,7 @@ pub async fn send(
         }
         let retry = body.is_none();
         match h1_client::exchange(conn, key, head.clone(), body.take(), chunked, is_head).await {
-            Ok(resp) => return Ok((resp.map(Upstream::H1), None)),
+            Ok(resp) => return Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
             Err(h1_client::Error::ClosedBeforeResponse(_)) if retry => {}
             Err(e) => return Err(SendError::Request(e.into())),
         }
@@ -252,7 +253,7 @@ pub async fn send(
     let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
     let conn = h1_client::Conn::new(io.into_inner());
     match h1_client::exchange(conn, key, head, body, chunked, is_head).await {
-        Ok(resp) => Ok((resp.map(Upstream::H1), None)),
+        Ok(resp) => Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
         Err(e) => Err(SendError::Request(e.into())),
     }
 }

@@ -547,3 +547,59 @@ async fn a_pooled_connection_the_origin_closed_is_not_used() {
         assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 6);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_may_answer_before_the_request_body_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The origin answers 413 as soon as it has the head, reads nothing
+    // more, and keeps the connection open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let legate = Legate::start(
+        &front_bootstrap("", &route("/", "o", ""), &static_cluster("o", origin, "")),
+        &[],
+    );
+    // The client sends a tenth of its body, then stalls.
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&got).ends_with("big!") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        answered.is_ok(),
+        "no answer while the body was incomplete: {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.ends_with("big!"), "{text}");
+}

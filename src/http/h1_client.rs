@@ -34,6 +34,8 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// A response head (or a chunk-size line, or trailers) larger than this is
 /// a protocol error.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// 1xx responses accepted before the final one.
+const MAX_INFORMATIONAL: u32 = 32;
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -185,6 +187,7 @@ pub enum ResponseFraming {
 pub fn response_framing(
     request_was_head: bool,
     status: StatusCode,
+    version: Version,
     headers: &HeaderMap,
 ) -> Result<ResponseFraming, &'static str> {
     if request_was_head
@@ -195,6 +198,10 @@ pub fn response_framing(
         return Ok(ResponseFraming::None);
     }
     if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            // RFC 9112 §6.1: faulty framing (hyper refuses it too).
+            return Err("transfer-encoding in an HTTP/1.0 response");
+        }
         let last = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
@@ -451,15 +458,18 @@ pub async fn exchange(
         chunked,
         broken: None,
     };
-    let mut got_bytes = false;
-    let mut head = poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, cx)).await?;
-    let framing = response_framing(request_was_head, head.status, &head.headers).map_err(Error::Protocol)?;
-    if framing == ResponseFraming::Chunked {
-        // The chunked coding wins over a content-length (RFC 9112 §6.3),
-        // which would misframe the response downstream.
-        head.headers.remove(CONTENT_LENGTH);
-    }
+    let (mut got_bytes, mut informational) = (false, 0);
+    let mut head =
+        poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, &mut informational, cx))
+            .await?;
+    let framing = response_framing(request_was_head, head.status, head.version, &head.headers)
+        .map_err(Error::Protocol)?;
+    // A transfer coding wins over a content-length (RFC 9112 §6.3), which
+    // must not be forwarded (it would misframe the response downstream);
+    // a message with both is suspect, so its connection is not reused.
+    let both = head.headers.contains_key(TRANSFER_ENCODING) && head.headers.remove(CONTENT_LENGTH).is_some();
     let reusable = framing != ResponseFraming::Close
+        && !both
         && head.status != StatusCode::SWITCHING_PROTOCOLS
         && keeps_alive(head.version, &head.headers);
     let mut response = Response::new(Body {
@@ -490,6 +500,7 @@ fn poll_response_head(
     conn: &mut Conn,
     writer: &mut Writer,
     got_bytes: &mut bool,
+    informational: &mut u32,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Head, Error>> {
     loop {
@@ -504,7 +515,13 @@ fn poll_response_head(
                 Some(head)
                     if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS =>
                 {
-                    continue
+                    // Bounded: an origin streaming 1xx heads must not hold
+                    // the worker in this loop.
+                    *informational += 1;
+                    if *informational > MAX_INFORMATIONAL {
+                        return Poll::Ready(Err(Error::Protocol("too many 1xx responses")));
+                    }
+                    continue;
                 }
                 Some(head) => return Poll::Ready(Ok(head)),
                 None => {}
@@ -573,12 +590,7 @@ fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, &'
                     };
                 };
                 let line = buf.split_to(eol + 2);
-                let digits = line[..eol]
-                    .split(|b| *b == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                let size = parse_hex(digits).ok_or("invalid chunk size")?;
+                let size = parse_chunk_size(&line[..eol]).ok_or("invalid chunk size")?;
                 *state = if size == 0 {
                     Chunked::Trailers
                 } else {
@@ -642,13 +654,27 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
 
-fn parse_hex(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 15 {
+/// A chunk-size line without its CRLF (RFC 9112 §7.1): hex digits (leading
+/// zeros allowed), then optional whitespace and `;` extensions, which are
+/// ignored but must not hold control characters.
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
         return None;
     }
-    s.iter().try_fold(0u64, |n, d| {
-        let v = (*d as char).to_digit(16)?;
-        Some(n * 16 + u64::from(v))
+    let rest = &line[digits..];
+    let ext = rest.trim_ascii_start();
+    let tail_ok = (ext.is_empty() && rest.iter().all(|b| *b == b' ' || *b == b'\t'))
+        || (ext.first() == Some(&b';')
+            && ext
+                .iter()
+                .all(|b| *b == b'\t' || (0x20..0x7f).contains(b) || *b >= 0x80));
+    if !tail_ok {
+        return None;
+    }
+    line[..digits].iter().try_fold(0u64, |n, d| {
+        let v = u64::from((*d as char).to_digit(16)?);
+        n.checked_mul(16)?.checked_add(v)
     })
 }
 
@@ -834,9 +860,47 @@ mod tests {
         ];
         for (head, status, h, want) in cases {
             assert_eq!(
-                response_framing(*head, *status, &headers(h)),
+                response_framing(*head, *status, Version::HTTP_11, &headers(h)),
                 *want,
                 "{head} {status} {h:?}"
+            );
+        }
+        // HTTP/1.0 has no transfer codings (RFC 9112 §6.1).
+        let te = headers(&[("transfer-encoding", "chunked")]);
+        assert_eq!(
+            response_framing(false, ok, Version::HTTP_10, &te),
+            Err("transfer-encoding in an HTTP/1.0 response")
+        );
+        assert_eq!(
+            response_framing(false, ok, Version::HTTP_10, &headers(&[("content-length", "3")])),
+            Ok(Length(3))
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"5", Some(5)),
+            (b"1a", Some(26)),
+            (b"00000000000000000010", Some(16)),
+            (b"A;name=value", Some(10)),
+            (b"A ;name", Some(10)),
+            (b"A\t; name=\"quoted\"", Some(10)),
+            (b"0", Some(0)),
+            (b"", None),
+            (b" 5", None),
+            (b"5x", None),
+            (b"5;ext\x00", None),
+            (b"5;ext\nmore", None),
+            (b"-1", None),
+            (b"10000000000000000", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                parse_chunk_size(line),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(line)
             );
         }
     }

@@ -44,7 +44,9 @@ pub struct Key {
 
 #[derive(Default)]
 struct HostPool {
-    idle: Vec<(h1_client::Conn, Instant)>,
+    /// Newest at the back (reused first), oldest at the front (checked
+    /// for a close by the origin as new ones come back).
+    idle: std::collections::VecDeque<(h1_client::Conn, Instant)>,
     /// HTTP/2 connections; another one is opened when every one carries
     /// `h2_max_streams`.
     h2: Vec<Arc<H2Conn>>,
@@ -151,13 +153,27 @@ pub enum Upstream {
     H1(Box<h1_client::Body>),
 }
 
-/// Puts an HTTP/1.1 connection whose exchange ended cleanly back in its pool.
+/// How long a connection sits idle before a check-in looks at whether the
+/// origin closed it (busy pools cycle faster and pay nothing).
+const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Puts an HTTP/1.1 connection whose exchange ended cleanly back in its
+/// pool, and drops the oldest idle ones the origin has closed meanwhile
+/// (with no connection task, nothing else would notice: the socket would
+/// sit in CLOSE_WAIT, counted as active, until reused).
 pub(super) fn check_in(key: Key, conn: h1_client::Conn) {
     POOLS.with(|p| {
         let mut pools = p.borrow_mut();
         let pool = pools.entry(key).or_default();
+        let now = Instant::now();
+        while let Some((oldest, since)) = pool.idle.front_mut() {
+            if now.duration_since(*since) < STALE_CHECK_AFTER || oldest.is_usable() {
+                break;
+            }
+            pool.idle.pop_front();
+        }
         if pool.idle.len() < MAX_IDLE_PER_HOST {
-            pool.idle.push((conn, Instant::now()));
+            pool.idle.push_back((conn, now));
         }
     });
 }
@@ -234,19 +250,21 @@ pub async fn send(
     let chunked = framing == h1_client::RequestFraming::Chunked;
     let is_head = parts.method == http::Method::HEAD;
     let mut body = (!empty).then_some(body);
-    // A reused connection the origin closed while idle fails before any
-    // response byte: a request with nothing more to send then tries the
-    // next connection. One with a body tries only one (the body is gone).
+    // A reused connection the origin closed just as we sent fails before
+    // any response byte. The request is then sent once more, on another
+    // connection, only when that cannot repeat an effect (RFC 9112 §9.3.1:
+    // idempotent, no body). Connections seen closed while idle are skipped
+    // before anything is sent (`is_usable`).
+    let mut may_retry = body.is_none() && parts.method.is_idempotent();
     while let Some((mut conn, since)) =
-        POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop()))
+        POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop_back()))
     {
         if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || !conn.is_usable() {
             continue;
         }
-        let retry = body.is_none();
         match h1_client::exchange(conn, key, head.clone(), body.take(), chunked, is_head).await {
             Ok(resp) => return Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
-            Err(h1_client::Error::ClosedBeforeResponse(_)) if retry => {}
+            Err(h1_client::Error::ClosedBeforeResponse(_)) if may_retry => may_retry = false,
             Err(e) => return Err(SendError::Request(e.into())),
         }
     }

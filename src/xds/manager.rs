@@ -164,6 +164,12 @@ struct State {
     warned_empty: bool,
     /// `update_*` stats by prefix, resolved once.
     update_stats: std::collections::HashMap<String, Arc<UpdateStats>>,
+    /// The `cluster.<name>.update_*` stats an EDS resource (service name)
+    /// counts under, resolved once per cluster set: a SotW EDS response
+    /// names every cluster, and formatting, sorting and looking up 10,000
+    /// prefixes per response was most of its cost (measured: ~8 ms of
+    /// ~10 ms at 10,000 CLAs). Cleared when the clusters change.
+    eds_update_stats: std::collections::HashMap<String, Vec<Arc<UpdateStats>>>,
 }
 
 /// Where the config in force comes from (`/config_source`).
@@ -353,6 +359,20 @@ impl UpdateStats {
     }
 }
 
+/// The `update_*` stats an update of `ty` naming `names` counts under
+/// (each prefix resolved once and kept in [`State::update_stats`]).
+fn update_stats_for(st: &mut State, ty: ResourceType, names: &[&str]) -> Vec<Arc<UpdateStats>> {
+    stat_prefixes(st, ty, names)
+        .into_iter()
+        .map(|p| {
+            st.update_stats
+                .entry(p)
+                .or_insert_with_key(|p| Arc::new(UpdateStats::new(p)))
+                .clone()
+        })
+        .collect()
+}
+
 /// Rebuilds [`State::eds_index`].
 fn reindex(st: &mut State) {
     let mut index: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
@@ -365,6 +385,7 @@ fn reindex(st: &mut State) {
         }
     }
     st.eds_index = index;
+    st.eds_update_stats.clear();
     st.interest_stale = true;
 }
 
@@ -373,8 +394,8 @@ fn reindex(st: &mut State) {
 /// `http.<stat_prefix>.rds.<name>.` (each HTTP connection manager that uses
 /// it), per EDS cluster `cluster.<name>.`. `names` are the update's resources
 /// (empty when unknown: every RDS/EDS subscription of the type counts).
-fn stat_prefixes(st: &State, ty: ResourceType, names: &[String]) -> Vec<String> {
-    let set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+fn stat_prefixes(st: &State, ty: ResourceType, names: &[&str]) -> Vec<String> {
+    let set: std::collections::HashSet<&str> = names.iter().copied().collect();
     let wanted = |n: &str| names.is_empty() || set.contains(n);
     match ty {
         ResourceType::Cluster => vec!["cluster_manager.cds.".into()],
@@ -399,7 +420,7 @@ fn stat_prefixes(st: &State, ty: ResourceType, names: &[String]) -> Vec<String> 
         ResourceType::ClusterLoadAssignment if !names.is_empty() => {
             let mut out: Vec<String> = names
                 .iter()
-                .filter_map(|n| st.eds_index.get(n))
+                .filter_map(|n| st.eds_index.get(*n))
                 .flatten()
                 .chain(
                     st.static_eds
@@ -1573,19 +1594,21 @@ impl Manager {
         result: &Result<(), Nack>,
         version: &str,
         took: Option<Duration>,
-        names: &[String],
+        names: &[&str],
     ) {
-        // A SotW EDS response names every cluster: the stats are resolved
-        // once per prefix and kept, not looked up by name per update.
-        let stats: Vec<Arc<UpdateStats>> = stat_prefixes(st, ty, names)
-            .into_iter()
-            .map(|p| {
-                st.update_stats
-                    .entry(p)
-                    .or_insert_with_key(|p| Arc::new(UpdateStats::new(p)))
-                    .clone()
-            })
-            .collect();
+        let stats: Vec<Arc<UpdateStats>> = if ty == ResourceType::ClusterLoadAssignment && !names.is_empty() {
+            let mut stats = Vec::with_capacity(names.len());
+            for name in names {
+                if !st.eds_update_stats.contains_key(*name) {
+                    let resolved = update_stats_for(st, ty, &[name]);
+                    st.eds_update_stats.insert(name.to_string(), resolved);
+                }
+                stats.extend(st.eds_update_stats[*name].iter().cloned());
+            }
+            stats
+        } else {
+            update_stats_for(st, ty, names)
+        };
         for s in &stats {
             s.attempt.inc();
         }
@@ -1642,7 +1665,7 @@ impl Sink for Manager {
             &update
                 .resources
                 .iter()
-                .map(|r| r.name.clone())
+                .map(|r| r.name.as_str())
                 .collect::<Vec<_>>(),
         );
         match &result {

@@ -207,6 +207,15 @@ async fn ads_sotw_and_delta_serve_the_control_planes_config_and_follow_its_updat
                 .unwrap_or(0)
                 >= 1
         );
+        // EDS counts per cluster: svc's assignment came twice, other's once.
+        assert!(
+            stat(admin, "cluster.svc.update_success").await.unwrap_or(0) >= 2,
+            "{api_type}"
+        );
+        assert!(
+            stat(admin, "cluster.other.update_success").await.unwrap_or(0) >= 1,
+            "{api_type}"
+        );
     }
 }
 

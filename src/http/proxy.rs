@@ -486,6 +486,8 @@ async fn forward(
     hcm.stats.rq_total.inc();
     // RING_HASH / MAGLEV pick by the route's hash_policy (at random without a
     // hash). Envoy hashes `:authority` as received, so the raw authority.
+    // A cookie policy may make its cookie up: the response sets it.
+    let mut set_cookies = Vec::new();
     let hash = if cluster.lb.is_hashed() && !action.hash_policies.is_empty() {
         let view = RequestView {
             host: authority,
@@ -493,7 +495,11 @@ async fn forward(
             method: req.method(),
             headers: req.headers(),
         };
-        route_table::compute_hash(&action.hash_policies, &view, conn.remote.ip())
+        let peer = route_table::Peer {
+            remote: conn.remote,
+            local: conn.local,
+        };
+        route_table::compute_hash(&action.hash_policies, &view, peer, &mut set_cookies)
     } else {
         None
     };
@@ -658,6 +664,11 @@ async fn forward(
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     hdr::remove_hop_by_hop(response.headers_mut(), switching);
+    for cookie in set_cookies {
+        if let Ok(v) = HeaderValue::try_from(cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
     if !hcm.suppress_envoy_headers {
         response.headers_mut().insert(
             hdr::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),

@@ -4,7 +4,6 @@
 
 use super::duration;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -157,6 +156,22 @@ pub struct HashPolicy {
     pub terminal: bool,
 }
 
+/// How a generated hash-policy cookie is set on the response.
+#[derive(Debug, Clone)]
+pub struct CookieSpec {
+    /// `Max-Age`; zero makes a session cookie (no `Max-Age`).
+    pub ttl: std::time::Duration,
+    pub path: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The connection a request came on, for hash policies that use it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub remote: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+}
+
 /// What a hash policy hashes.
 #[derive(Debug)]
 pub enum HashSource {
@@ -166,10 +181,13 @@ pub enum HashSource {
         name: String,
         rewrite: Option<(Regex, String)>,
     },
-    /// The value of the cookie when the request has it. (Envoy also makes one
-    /// up and sets it on the response when absent and `ttl` is set; legate
-    /// does not, so such a request gets no hash from this policy.)
-    Cookie { name: String },
+    /// The value of the cookie when the request has it; when it does not
+    /// and `ttl` is set, a value made up from the connection's addresses,
+    /// which the response then sets (Envoy's generated cookie).
+    Cookie {
+        name: String,
+        generate: Option<CookieSpec>,
+    },
     /// The downstream IP address as text (`connection_properties.source_ip`).
     SourceIp,
     /// The first value of the query parameter (`""` when it has no `=`).
@@ -695,7 +713,14 @@ fn compile_hash_policies(policies: &[rpb::route_action::HashPolicy]) -> Result<V
             Some(P::Cookie(c)) if c.name.is_empty() => {
                 return Err(format!("hash_policy[{i}].cookie.name must not be empty"))
             }
-            Some(P::Cookie(c)) => HashSource::Cookie { name: c.name.clone() },
+            Some(P::Cookie(c)) => HashSource::Cookie {
+                name: c.name.clone(),
+                generate: c.ttl.as_ref().map(|ttl| CookieSpec {
+                    ttl: super::duration(ttl),
+                    path: c.path.clone(),
+                    attributes: c.attributes.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                }),
+            },
             // `source_ip: false` adds no policy at all in Envoy (its
             // `terminal` flag included).
             Some(P::ConnectionProperties(c)) if !c.source_ip => continue,
@@ -729,11 +754,18 @@ fn compile_hash_policies(policies: &[rpb::route_action::HashPolicy]) -> Result<V
 /// yields one (the load balancer then picks at random).
 ///
 /// `req.host` stands for `:authority` and should be the request's authority
-/// as received; `source_ip` is the downstream peer's address.
-pub fn compute_hash(policies: &[HashPolicy], req: &RequestView, source_ip: IpAddr) -> Option<u64> {
+/// as received; `peer` is the downstream connection. A cookie policy that
+/// makes up its cookie pushes the `set-cookie` value for the response onto
+/// `set_cookies`.
+pub fn compute_hash(
+    policies: &[HashPolicy],
+    req: &RequestView,
+    peer: Peer,
+    set_cookies: &mut Vec<String>,
+) -> Option<u64> {
     let mut hash: Option<u64> = None;
     for p in policies {
-        if let Some(new) = p.source.evaluate(req, source_ip) {
+        if let Some(new) = p.source.evaluate(req, peer, set_cookies) {
             let old = hash.map_or(0, |h| h.rotate_left(1));
             hash = Some(old ^ new);
         }
@@ -749,7 +781,7 @@ fn xxhash64(bytes: &[u8]) -> u64 {
 }
 
 impl HashSource {
-    fn evaluate(&self, req: &RequestView, source_ip: IpAddr) -> Option<u64> {
+    fn evaluate(&self, req: &RequestView, peer: Peer, set_cookies: &mut Vec<String>) -> Option<u64> {
         match self {
             HashSource::Header { name, rewrite } => {
                 let mut values: Vec<Vec<u8>> = match name.as_str() {
@@ -777,11 +809,21 @@ impl HashSource {
                 values.sort();
                 Some(xxhash64(&values.concat()))
             }
-            HashSource::Cookie { name } => {
-                let value = cookie_value(req.headers, name)?;
-                (!value.is_empty()).then(|| xxhash64(value))
-            }
-            HashSource::SourceIp => Some(xxhash64(source_ip.to_string().as_bytes())),
+            HashSource::Cookie { name, generate } => match cookie_value(req.headers, name) {
+                Some(value) if !value.is_empty() => Some(xxhash64(value)),
+                _ => {
+                    let spec = generate.as_ref()?;
+                    // As Envoy: the same for every request of a connection,
+                    // so that racing requests get the same cookie.
+                    let value = format!(
+                        "{:016x}",
+                        xxhash64(format!("{}{}", peer.remote, peer.local).as_bytes())
+                    );
+                    set_cookies.push(set_cookie_value(name, &value, spec));
+                    Some(xxhash64(value.as_bytes()))
+                }
+            },
+            HashSource::SourceIp => Some(xxhash64(peer.remote.ip().to_string().as_bytes())),
             HashSource::QueryParameter { name } => {
                 let (_, query) = req.path.split_once('?')?;
                 query_value(query, name).map(|v| xxhash64(v.as_bytes()))
@@ -789,6 +831,27 @@ impl HashSource {
             HashSource::FilterState { .. } => None,
         }
     }
+}
+
+/// A `set-cookie` value as Envoy writes it: the value quoted, `Max-Age`
+/// unless a session cookie, `Path` when set, the attributes, `HttpOnly`.
+pub fn set_cookie_value(name: &str, value: &str, spec: &CookieSpec) -> String {
+    let mut out = format!("{name}=\"{value}\"");
+    if spec.ttl.as_secs() > 0 {
+        out.push_str(&format!("; Max-Age={}", spec.ttl.as_secs()));
+    }
+    if !spec.path.is_empty() {
+        out.push_str(&format!("; Path={}", spec.path));
+    }
+    for (n, v) in &spec.attributes {
+        if v.is_empty() {
+            out.push_str(&format!("; {n}"));
+        } else {
+            out.push_str(&format!("; {n}={v}"));
+        }
+    }
+    out.push_str("; HttpOnly");
+    out
 }
 
 /// The first cookie called `name` in the request's `cookie` headers, with
@@ -963,6 +1026,7 @@ pub fn cluster_from_header(headers: &HeaderMap, name: &HeaderName) -> Option<Str
 mod tests {
     use super::*;
     use crate::config::yaml;
+    use std::net::IpAddr;
 
     fn table(yaml_text: &str) -> RouteTable {
         let node = yaml::parse(yaml_text).unwrap();
@@ -1242,14 +1306,6 @@ virtual_hosts:
                 Some(x("xyz")),
             ),
             ("cookie absent", "[{cookie: {name: session}}]", "/", vec![("cookie", "a=1")], v4, None),
-            (
-                "cookie absent, ttl set: no cookie is generated",
-                "[{cookie: {name: session, ttl: 60s}}]",
-                "/",
-                vec![],
-                v4,
-                None,
-            ),
             ("empty cookie", "[{cookie: {name: session}}]", "/", vec![("cookie", "session=")], v4, None),
             ("source ip v4", "[{connection_properties: {source_ip: true}}]", "/", vec![], v4, Some(x("10.1.2.3"))),
             ("source ip v6", "[{connection_properties: {source_ip: true}}]", "/", vec![], v6, Some(x("::1"))),
@@ -1330,8 +1386,64 @@ virtual_hosts:
                 method: &Method::GET,
                 headers: &h,
             };
-            assert_eq!(compute_hash(&compiled, &req, ip), want, "{case}");
+            let mut set_cookies = Vec::new();
+            assert_eq!(
+                compute_hash(&compiled, &req, peer(ip), &mut set_cookies),
+                want,
+                "{case}"
+            );
+            assert!(set_cookies.is_empty(), "{case}: {set_cookies:?}");
         }
+    }
+
+    fn peer(ip: IpAddr) -> Peer {
+        Peer {
+            remote: std::net::SocketAddr::new(ip, 40000),
+            local: "127.0.0.1:10000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_absent_cookie_with_a_ttl_is_made_up_and_set() {
+        let h = HeaderMap::new();
+        let req = RequestView {
+            host: "h",
+            path: "/",
+            method: &Method::GET,
+            headers: &h,
+        };
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        // The value: 16 hex digits of xxHash64(remote address + local address).
+        let value = format!("{:016x}", xxhash64(b"10.1.2.3:40000127.0.0.1:10000"));
+        // (policy, the set-cookie header)
+        let cases = [
+            (
+                "[{cookie: {name: session, ttl: 60s, path: /}}]",
+                format!("session=\"{value}\"; Max-Age=60; Path=/; HttpOnly"),
+            ),
+            ("[{cookie: {name: s, ttl: 0s}}]", format!("s=\"{value}\"; HttpOnly")),
+            (
+                "[{cookie: {name: s, ttl: 1.5s, attributes: [{name: SameSite, value: Lax}, {name: Secure}]}}]",
+                format!("s=\"{value}\"; Max-Age=1; SameSite=Lax; Secure; HttpOnly"),
+            ),
+        ];
+        for (policy, want) in cases {
+            let mut set_cookies = Vec::new();
+            let hash = compute_hash(&hash_policies(policy), &req, peer(ip), &mut set_cookies);
+            assert_eq!(hash, Some(xxhash64(value.as_bytes())), "{policy}");
+            assert_eq!(set_cookies, vec![want], "{policy}");
+        }
+        // The request has the cookie: it is used, nothing is set.
+        let mut h = HeaderMap::new();
+        h.insert("cookie", HeaderValue::from_static("session=abc"));
+        let req = RequestView { headers: &h, ..req };
+        let mut set_cookies = Vec::new();
+        let policy = hash_policies("[{cookie: {name: session, ttl: 60s}}]");
+        assert_eq!(
+            compute_hash(&policy, &req, peer(ip), &mut set_cookies),
+            Some(xxhash64(b"abc"))
+        );
+        assert!(set_cookies.is_empty());
     }
 
     #[test]
@@ -1348,7 +1460,7 @@ virtual_hosts:
                 method: &Method::GET,
                 headers: &h,
             };
-            compute_hash(&p, &req, IpAddr::from([127, 0, 0, 1]))
+            compute_hash(&p, &req, peer(IpAddr::from([127, 0, 0, 1])), &mut Vec::new())
         };
         assert_eq!(hash(&["foo", "bar"]), hash(&["bar", "foo"]));
         assert_ne!(hash(&["foo"]), hash(&["bar"]));

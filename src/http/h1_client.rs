@@ -27,6 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Ver
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::body::RequestBody;
+use super::headers::list_tokens;
 use super::upstream::{Counted, Key};
 
 /// Response headers accepted from an upstream (hyper's and Envoy's default).
@@ -159,12 +160,7 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: 
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
+    put_fields(&mut out, headers);
     match framing {
         RequestFraming::Empty { announce_zero: true } => out.put_slice(b"content-length: 0\r\n"),
         RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
@@ -172,6 +168,16 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: 
     }
     out.put_slice(b"\r\n");
     out.freeze()
+}
+
+/// `name: value` lines, as in a head or a chunked body's trailers.
+fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -202,26 +208,19 @@ pub fn response_framing(
             // RFC 9112 §6.1: faulty framing (hyper refuses it too).
             return Err("transfer-encoding in an HTTP/1.0 response");
         }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-            .rfind(|t| !t.is_empty());
+        let last = list_tokens(headers, TRANSFER_ENCODING).rfind(|t| !t.is_empty());
         return Ok(match last {
             Some(t) if t.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
             _ => ResponseFraming::Close,
         });
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_decimal(part.trim_ascii()).ok_or("invalid content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length values");
-            }
-            length = Some(n);
+    for part in list_tokens(headers, CONTENT_LENGTH) {
+        let n = parse_decimal(part).ok_or("invalid content-length")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("conflicting content-length values");
         }
+        length = Some(n);
     }
     Ok(match length {
         Some(0) => ResponseFraming::None,
@@ -241,13 +240,7 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 /// Whether the connection may carry another request after this response
 /// (HTTP/1.1 unless `connection: close`; HTTP/1.0 only with `keep-alive`).
 pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
+    let has = |token: &[u8]| list_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
     if version == Version::HTTP_10 {
         has(b"keep-alive")
     } else {
@@ -424,12 +417,7 @@ impl Writer {
                         // in the chunked encoding.
                         if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
                             let mut out = BytesMut::from(&b"0\r\n"[..]);
-                            for (name, value) in &trailers {
-                                out.put_slice(name.as_str().as_bytes());
-                                out.put_slice(b": ");
-                                out.put_slice(value.as_bytes());
-                                out.put_slice(b"\r\n");
-                            }
+                            put_fields(&mut out, &trailers);
                             out.put_slice(b"\r\n");
                             self.pending.push_back(out.freeze());
                             self.body = None;

@@ -39,11 +39,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     if present[CONNECTION_AT] {
         // `keep-alive` and `close` (nearly every value seen) name no header
         // that the loop below does not handle: no lookup, no allocation.
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
+        let named: Vec<HeaderName> = list_tokens(headers, CONNECTION)
             .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !(upgrading && *n == UPGRADE))
@@ -68,6 +64,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     if upgrading {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The comma-separated elements of every `name` field, trimmed (empty
+/// elements included: each caller decides what an empty one means).
+pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl DoubleEndedIterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| t.trim_ascii())
 }
 
 /// The hop-by-hop headers, and where some of them are in the list.

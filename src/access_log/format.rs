@@ -724,8 +724,9 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Cow<'a,
 
 fn request_header<'a>(info: &'a StreamInfo, h: &HeaderRef) -> Option<Cow<'a, str>> {
     match h {
-        HeaderRef::Method => Some(Cow::Borrowed(info.method.as_str())),
-        HeaderRef::Path => Some(Cow::Borrowed(info.path.as_str())),
+        // A request rejected before its head was parsed has neither.
+        HeaderRef::Method => (!info.path.is_empty()).then_some(Cow::Borrowed(info.method.as_str())),
+        HeaderRef::Path => (!info.path.is_empty()).then_some(Cow::Borrowed(info.path.as_str())),
         HeaderRef::Authority => {
             (!info.authority.is_empty()).then_some(Cow::Borrowed(info.authority.as_str()))
         }

@@ -13,10 +13,46 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::stream_info::{ResponseFlags, StreamInfo};
 
+/// A downstream request body as a codec reads it: hyper's (HTTP/2) or
+/// our HTTP/1.1 codec's.
+pub enum DownstreamBody {
+    H2(Incoming),
+    H1(super::h1_server::RequestBody),
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            DownstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            DownstreamBody::H1(b) => b.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::H2(b) => b.is_end_stream(),
+            DownstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::H2(b) => b.size_hint(),
+            DownstreamBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A downstream request body on its way upstream; counts bytes for
 /// `%BYTES_RECEIVED%`.
 pub struct RequestBody {
-    pub inner: Incoming,
+    pub inner: DownstreamBody,
     pub received: Arc<RequestProgress>,
 }
 
@@ -44,12 +80,12 @@ impl RequestProgress {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {

@@ -16,29 +16,28 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::body::RequestBody;
+use super::h1_wire::{
+    decode_chunked, keeps_alive, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields,
+    queue_chunk, Chunked, Decoded, MAX_HEAD_BYTES,
+};
 use super::headers::list_tokens;
 use super::upstream::{Counted, Key};
 
 /// Response headers accepted from an upstream (hyper's and Envoy's default).
 const MAX_RESPONSE_HEADERS: usize = 100;
-/// A response head (or a chunk-size line, or trailers) larger than this is
-/// a protocol error.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// 1xx responses accepted before the final one.
 const MAX_INFORMATIONAL: u32 = 32;
-/// How much is read from the socket at a time.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// An upstream HTTP/1.1 connection: the socket (counted in the cluster's
 /// stats while open) and what was read from it but not consumed yet.
@@ -75,18 +74,7 @@ impl Conn {
 
     /// Reads more into the buffer; `Ok(0)` is the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 2 {
-            self.read.reserve(READ_CHUNK);
-        }
-        loop {
-            match self.io.stream().try_read_buf(&mut self.read) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.stream().poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        poll_fill(self.io.stream(), &mut self.read, cx)
     }
 }
 
@@ -101,7 +89,7 @@ pub enum Error {
     /// The upstream broke HTTP/1.1 framing.
     Protocol(&'static str),
     /// The downstream request body failed while being forwarded.
-    RequestBody(hyper::Error),
+    RequestBody(super::body::BodyError),
 }
 
 impl std::fmt::Display for Error {
@@ -170,16 +158,6 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: 
     out.freeze()
 }
 
-/// `name: value` lines, as in a head or a chunked body's trailers.
-fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
-    for (name, value) in fields {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
-}
-
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponseFraming {
@@ -227,25 +205,6 @@ pub fn response_framing(
         Some(n) => ResponseFraming::Length(n),
         None => ResponseFraming::Close,
     })
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    s.iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
-/// Whether the connection may carry another request after this response
-/// (HTTP/1.1 unless `connection: close`; HTTP/1.0 only with `keep-alive`).
-pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| list_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
 }
 
 /// A parsed response head.
@@ -308,7 +267,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     };
     let spans = if many.is_empty() { &few[..count] } else { &many[..] };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds (x-envoy-upstream-service-time, …).
+    let mut headers = HeaderMap::with_capacity(count + 4);
     for span in spans {
         let name =
             HeaderName::from_bytes(&head[span.name.0..span.name.1]).map_err(|_| "invalid header name")?;
@@ -355,36 +315,7 @@ impl Writer {
     }
 
     fn poll_flush(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        while !self.pending.is_empty() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); 8];
-                let mut n = 0;
-                for (slot, b) in slices.iter_mut().zip(&self.pending) {
-                    *slot = IoSlice::new(b);
-                    n += 1;
-                }
-                match conn.io.stream().try_write_vectored(&slices[..n]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(conn.io.stream().poll_write_ready(cx)).map_err(Error::Io)?;
-                        continue;
-                    }
-                    Err(e) => return Poll::Ready(Err(Error::Io(e))),
-                }
-            };
-            let mut left = written;
-            while left > 0 {
-                let front = self.pending.front_mut().expect("written bytes were pending");
-                if front.len() <= left {
-                    left -= front.len();
-                    self.pending.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        poll_write_queue(conn.io.stream(), &mut self.pending, cx).map_err(Error::Io)
     }
 
     /// Writes what is pending and forwards the request body as it comes.
@@ -398,28 +329,20 @@ impl Writer {
             match ready!(Pin::new(body).poll_frame(cx)) {
                 None => {
                     if self.chunked {
-                        self.pending.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                        self.pending.push_back(last_chunk(None));
                     }
                     self.body = None;
                 }
                 Some(Err(e)) => return Poll::Ready(Err(Error::RequestBody(e))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
-                    Ok(data) if self.chunked => {
-                        self.pending
-                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
-                        self.pending.push_back(data);
-                        self.pending.push_back(Bytes::from_static(b"\r\n"));
-                    }
+                    Ok(data) if self.chunked => queue_chunk(&mut self.pending, data),
                     Ok(data) => self.pending.push_back(data),
                     Err(frame) => {
                         // Trailers end the body; HTTP/1.1 carries them only
                         // in the chunked encoding.
                         if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
-                            let mut out = BytesMut::from(&b"0\r\n"[..]);
-                            put_fields(&mut out, &trailers);
-                            out.put_slice(b"\r\n");
-                            self.pending.push_back(out.freeze());
+                            self.pending.push_back(last_chunk(Some(&trailers)));
                             self.body = None;
                         }
                     }
@@ -545,127 +468,6 @@ enum State {
     Done,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailers (possibly none) up to an empty line.
-    Trailers,
-}
-
-/// One step of the chunked decoder over `buf`.
-#[derive(Debug, PartialEq)]
-enum Decoded {
-    Data(Bytes),
-    Trailers(HeaderMap),
-    End,
-    NeedMore,
-}
-
-fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
-    loop {
-        match *state {
-            Chunked::Size => {
-                let Some(eol) = find_crlf(buf) else {
-                    return if buf.len() > MAX_HEAD_BYTES {
-                        Err("chunk size line too long")
-                    } else {
-                        Ok(Decoded::NeedMore)
-                    };
-                };
-                let line = buf.split_to(eol + 2);
-                let size = parse_chunk_size(&line[..eol]).ok_or("invalid chunk size")?;
-                *state = if size == 0 {
-                    Chunked::Trailers
-                } else {
-                    Chunked::Data(size)
-                };
-            }
-            Chunked::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::NeedMore);
-                }
-                let n = (buf.len() as u64).min(left) as usize;
-                let data = buf.split_to(n).freeze();
-                *state = if left == n as u64 {
-                    Chunked::DataEnd
-                } else {
-                    Chunked::Data(left - n as u64)
-                };
-                return Ok(Decoded::Data(data));
-            }
-            Chunked::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(Decoded::NeedMore);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err("missing CRLF after chunk data");
-                }
-                buf.advance(2);
-                *state = Chunked::Size;
-            }
-            Chunked::Trailers => {
-                if buf.starts_with(b"\r\n") {
-                    buf.advance(2);
-                    return Ok(Decoded::End);
-                }
-                let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-                match httparse::parse_headers(buf, &mut slots) {
-                    Ok(httparse::Status::Complete((len, parsed))) => {
-                        let mut trailers = HeaderMap::new();
-                        for h in parsed {
-                            let name = HeaderName::from_bytes(h.name.as_bytes())
-                                .map_err(|_| "invalid trailer name")?;
-                            let value =
-                                HeaderValue::from_bytes(h.value).map_err(|_| "invalid trailer value")?;
-                            trailers.append(name, value);
-                        }
-                        buf.advance(len);
-                        return Ok(Decoded::Trailers(trailers));
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                        return Err("trailers too large")
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
-                    Err(_) => return Err("malformed trailers"),
-                }
-            }
-        }
-    }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
-}
-
-/// A chunk-size line without its CRLF (RFC 9112 §7.1): hex digits (leading
-/// zeros allowed), then optional whitespace and `;` extensions, which are
-/// ignored but must not hold control characters.
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let rest = &line[digits..];
-    let ext = rest.trim_ascii_start();
-    let tail_ok = (ext.is_empty() && rest.iter().all(|b| *b == b' ' || *b == b'\t'))
-        || (ext.first() == Some(&b';')
-            && ext
-                .iter()
-                .all(|b| *b == b'\t' || (0x20..0x7f).contains(b) || *b >= 0x80));
-    if !tail_ok {
-        return None;
-    }
-    line[..digits].iter().try_fold(0u64, |n, d| {
-        let v = u64::from((*d as char).to_digit(16)?);
-        n.checked_mul(16)?.checked_add(v)
-    })
-}
-
 /// A response body read from its upstream connection.
 pub struct Body {
     state: State,
@@ -784,8 +586,6 @@ mod tests {
 
     /// Header name/value pairs of a table case.
     type Pairs = &'static [(&'static str, &'static str)];
-    /// Decoded data and the one trailer expected, or the error.
-    type Decoding = Result<(&'static [u8], Option<(&'static str, &'static str)>), &'static str>;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -866,48 +666,6 @@ mod tests {
     }
 
     #[test]
-    fn chunk_size_lines() {
-        let cases: &[(&[u8], Option<u64>)] = &[
-            (b"5", Some(5)),
-            (b"1a", Some(26)),
-            (b"00000000000000000010", Some(16)),
-            (b"A;name=value", Some(10)),
-            (b"A ;name", Some(10)),
-            (b"A\t; name=\"quoted\"", Some(10)),
-            (b"0", Some(0)),
-            (b"", None),
-            (b" 5", None),
-            (b"5x", None),
-            (b"5;ext\x00", None),
-            (b"5;ext\nmore", None),
-            (b"-1", None),
-            (b"10000000000000000", None),
-        ];
-        for (line, want) in cases {
-            assert_eq!(
-                parse_chunk_size(line),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
-    }
-
-    #[test]
-    fn keep_alive_by_version_and_connection_tokens() {
-        let cases: &[(Version, Pairs, bool)] = &[
-            (Version::HTTP_11, &[], true),
-            (Version::HTTP_11, &[("connection", "close")], false),
-            (Version::HTTP_11, &[("connection", "keep-alive, Close")], false),
-            (Version::HTTP_10, &[], false),
-            (Version::HTTP_10, &[("connection", "Keep-Alive")], true),
-        ];
-        for (v, h, want) in cases {
-            assert_eq!(keeps_alive(*v, &headers(h)), *want, "{v:?} {h:?}");
-        }
-    }
-
-    #[test]
     fn request_framing_and_head_encoding() {
         let h = headers(&[("host", "a"), ("x-b", "1")]);
         // (method, extra headers, (body empty, exact size), framing, added line)
@@ -982,68 +740,5 @@ mod tests {
         assert_eq!(parse_head(&mut bad).err(), Some("malformed response head"));
         let mut v10 = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
         assert_eq!(parse_head(&mut v10).unwrap().unwrap().version, Version::HTTP_10);
-    }
-
-    /// Feeds `wire` to the chunked decoder `step` bytes at a time.
-    fn decode_all(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool), &'static str> {
-        let mut state = Chunked::Size;
-        let mut buf = BytesMut::new();
-        let (mut data, mut trailers, mut ended) = (Vec::new(), None, false);
-        let mut fed = 0;
-        loop {
-            match decode_chunked(&mut state, &mut buf)? {
-                Decoded::Data(d) => data.extend_from_slice(&d),
-                Decoded::Trailers(t) => {
-                    trailers = Some(t);
-                    ended = true;
-                    break;
-                }
-                Decoded::End => {
-                    ended = true;
-                    break;
-                }
-                Decoded::NeedMore if fed >= wire.len() => break,
-                Decoded::NeedMore => {
-                    let end = (fed + step).min(wire.len());
-                    buf.extend_from_slice(&wire[fed..end]);
-                    fed = end;
-                }
-            }
-        }
-        Ok((data, trailers, ended))
-    }
-
-    #[test]
-    fn chunked_bodies_decode_at_any_split() {
-        let cases: &[(&[u8], Decoding)] = &[
-            (
-                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-                Ok((b"hello world", None)),
-            ),
-            (b"A;ext=1\r\n0123456789\r\n0\r\n\r\n", Ok((b"0123456789", None))),
-            (
-                b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n",
-                Ok((b"abc", Some(("grpc-status", "0")))),
-            ),
-            (b"zz\r\n", Err("invalid chunk size")),
-            (b"3\r\nabcX\r\n", Err("missing CRLF after chunk data")),
-        ];
-        for (wire, want) in cases {
-            for step in [1, 2, 3, 7, wire.len()] {
-                let got = decode_all(wire, step);
-                match want {
-                    Ok((data, trailer)) => {
-                        let (d, t, ended) = got.unwrap_or_else(|e| panic!("{e}: {wire:?} step {step}"));
-                        assert_eq!(&d, data, "step {step}");
-                        assert!(ended, "step {step}");
-                        match trailer {
-                            Some((k, v)) => assert_eq!(t.unwrap()[*k], *v),
-                            None => assert!(t.is_none()),
-                        }
-                    }
-                    Err(e) => assert_eq!(got.err(), Some(*e), "step {step}"),
-                }
-            }
-        }
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod body;
 pub mod h1_client;
+pub mod h1_server;
+pub mod h1_wire;
 pub mod headers;
 pub mod local_reply;
 pub mod proxy;

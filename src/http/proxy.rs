@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
-use super::body::{RequestBody, RequestProgress, ResponseBody};
+use super::body::{DownstreamBody, RequestBody, RequestProgress, ResponseBody};
 use super::headers::{self as hdr, RequestId};
 use super::local_reply::{self, connect_failure_body, reply};
 use super::upstream;
@@ -54,7 +53,7 @@ struct Outcome {
 
 pub async fn handle(
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
     let mut req = req;
@@ -87,18 +86,82 @@ pub async fn handle(
     } else {
         stats.downstream_rq_http1_total.inc();
     }
-    let nth = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let http1 = req.version() != Version::HTTP_2;
     let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
+    Ok(finish(&conn, &hcm, outcome, info, http1))
+}
+
+/// Answers a request the HTTP/1.1 codec refused (malformed, too large,
+/// unsupported framing, too slow): Envoy's local reply with the `DPE` flag
+/// (none for a header timeout) and `details`, logged like any request.
+/// `head` is what was parsed of the request, if anything.
+pub fn reject(
+    conn: &Arc<ConnInfo>,
+    head: Option<&http::request::Parts>,
+    status: StatusCode,
+    body: &str,
+    flag: Option<ResponseFlags>,
+    details: &str,
+) -> Response<ResponseBody> {
+    let hcm = conn.listener.hcm.clone();
+    let mut info = Box::new(match head {
+        Some(h) => StreamInfo::new(
+            h.method.clone(),
+            h.uri.path_and_query().map_or("/", |p| p.as_str()),
+            h.headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            h.version,
+            if conn.records_headers {
+                h.headers.clone()
+            } else {
+                http::HeaderMap::new()
+            },
+            conn.remote,
+            conn.local,
+        ),
+        None => StreamInfo::new(
+            http::Method::GET,
+            "",
+            "",
+            Version::HTTP_11,
+            http::HeaderMap::new(),
+            conn.remote,
+            conn.local,
+        ),
+    });
+    info.connection_id = conn.connection_id;
+    hcm.stats.downstream_rq_total.inc();
+    hcm.stats.downstream_rq_active.inc();
+    hcm.stats.downstream_rq_http1_total.inc();
+    let outcome = local(&mut info, status, body, flag, details);
+    let mut response = finish(conn, &hcm, outcome, info, true);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The connection manager's part of every response: its headers, the
+/// connection limits, and the record logged when the body ends.
+fn finish(
+    conn: &Arc<ConnInfo>,
+    hcm: &Arc<Hcm>,
+    outcome: Outcome,
+    mut info: Box<StreamInfo>,
+    http1: bool,
+) -> Response<ResponseBody> {
+    let nth = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let mut response = outcome.response;
     // The downstream protocol decides the response's version, whatever the
     // upstream spoke (an HTTP/1.0 origin must not make us answer HTTP/1.0).
     *response.version_mut() = if http1 { Version::HTTP_11 } else { Version::HTTP_2 };
-    finish_response_headers(&hcm, &mut response, &info);
+    finish_response_headers(hcm, &mut response, &info);
     if hcm.max_requests_per_connection.is_some_and(|max| nth == max) {
-        // The last request this connection may carry. HTTP/1: hyper closes
-        // it after this response. HTTP/2: the connection task sends GOAWAY
-        // and lets the streams already open finish.
+        // The last request this connection may carry. HTTP/1: the codec
+        // closes it after this response. HTTP/2: the connection task sends
+        // GOAWAY and lets the streams already open finish.
         hcm.stats.downstream_cx_max_requests_reached.inc();
         if http1 {
             response
@@ -109,7 +172,7 @@ pub async fn handle(
         }
     }
     info.response_code = response.status().as_u16();
-    if record {
+    if conn.records_headers {
         info.response_headers = Some(response.headers().clone());
     }
     let logs = hcm.clone();
@@ -131,10 +194,10 @@ pub async fn handle(
             }
         }),
     );
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
-fn authority_of(req: &Request<Incoming>) -> Option<String> {
+fn authority_of(req: &Request<DownstreamBody>) -> Option<String> {
     req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -204,7 +267,7 @@ fn finish_response_headers(hcm: &Hcm, response: &mut Response<ResponseBody>, inf
 async fn route_and_forward(
     conn: &ConnInfo,
     hcm: &Hcm,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     authority: Option<String>,
     info: &mut StreamInfo,
 ) -> Outcome {
@@ -348,7 +411,7 @@ fn expand(value: &str, info: &StreamInfo, status: StatusCode) -> String {
 fn upgrade_refused(
     hcm: &Hcm,
     action: &RouteAction,
-    req: &Request<Incoming>,
+    req: &Request<DownstreamBody>,
     info: &mut StreamInfo,
 ) -> Option<Outcome> {
     let kind = upgrade_type(req)?;
@@ -359,7 +422,7 @@ fn upgrade_refused(
     }
 }
 
-fn upgrade_type(req: &Request<Incoming>) -> Option<String> {
+fn upgrade_type(req: &Request<DownstreamBody>) -> Option<String> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -386,7 +449,7 @@ fn allowed_upgrade(hcm: &Hcm, action: &RouteAction, kind: &str) -> bool {
     hcm.upgrades.iter().any(|(t, enabled)| t == kind && *enabled)
 }
 
-fn pick_cluster<'a>(action: &'a RouteAction, req: &Request<Incoming>) -> Option<Cow<'a, str>> {
+fn pick_cluster<'a>(action: &'a RouteAction, req: &Request<DownstreamBody>) -> Option<Cow<'a, str>> {
     match &action.target {
         ClusterTarget::Name(n) => Some(Cow::Borrowed(n)),
         ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h).map(Cow::Owned),
@@ -458,7 +521,7 @@ async fn forward(
     vhost: &VirtualHost,
     route: &Route,
     action: &RouteAction,
-    mut req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     authority: &str,
     info: &mut StreamInfo,
 ) -> Outcome {
@@ -533,7 +596,6 @@ async fn forward(
         Protocol::Http1 => false,
         Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
     } && upgrade.is_none();
-    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let upstream_req = match build_upstream_request(
         conn,
         hcm,
@@ -676,15 +738,13 @@ async fn forward(
         );
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
+        // The downstream codec tunnels the two connections once it has
+        // sent the 101 (only HTTP/1.1 carries upgrades).
+        if upgrade.is_some() {
             let up = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                if let (Ok(down), Ok(up)) = (down.await, up.await) {
-                    let mut down = hyper_util::rt::TokioIo::new(down);
-                    let mut up = hyper_util::rt::TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                }
-            });
+            response
+                .extensions_mut()
+                .insert(super::h1_server::UpstreamUpgrade(up));
         }
         let (parts, _) = response.into_parts();
         return Outcome {
@@ -774,7 +834,7 @@ fn build_upstream_request(
     route: &Route,
     action: &RouteAction,
     host: &Host,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     authority: &str,
     info: &mut StreamInfo,
     upgrading: bool,

@@ -3,12 +3,20 @@
 
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::body::DownstreamBody;
 use super::proxy::{handle, ConnInfo};
 use crate::model::listener::Codec;
 
@@ -42,32 +50,44 @@ const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_milli
 
 /// Serves `stream` until the client closes it or a drain is requested, in
 /// which case in-flight requests finish first (HTTP/1: `connection: close`
-/// on the next response; HTTP/2: GOAWAY).
-pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain: watch::Receiver<bool>) {
-    let hcm = conn.listener.hcm.clone();
-    let listener_stats_guard = ConnectionStats::open(&conn);
+/// on the next response; HTTP/2: GOAWAY). HTTP/1.1 is served by our codec
+/// (`h1_server`), HTTP/2 by hyper.
+pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, drain: watch::Receiver<bool>) {
+    let _stats = ConnectionStats::open(&conn);
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    let (stream, preface) = match conn.listener.hcm.codec {
+        Codec::Http2 => (stream, Bytes::new()),
+        codec => {
+            let sniff = codec == Codec::Auto;
+            match super::h1_server::serve(stream, conn.clone(), drain.clone(), sniff).await {
+                Some(handoff) => (handoff.stream, handoff.read),
+                None => return,
+            }
+        }
+    };
+    serve_h2(
+        Prefixed {
+            read: preface,
+            io: stream,
+        },
+        conn,
+        drain,
+    )
+    .await;
+}
+
+/// An HTTP/2 connection, served by hyper.
+async fn serve_h2(io: Prefixed, conn: Arc<ConnInfo>, mut drain: watch::Receiver<bool>) {
+    let hcm = conn.listener.hcm.clone();
+    let io = TokioIo::new(io);
     let info = conn.clone();
-    let svc = service_fn(move |req| handle(conn.clone(), req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let svc = service_fn(move |req: Request<Incoming>| handle(conn.clone(), req.map(DownstreamBody::H2)));
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(hcm.request_headers_timeout)
-        .max_headers(hcm.max_headers_count as usize + 1);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(hcm.max_request_headers_kb.saturating_mul(1024))
         .adaptive_window(true);
-    let builder = match hcm.codec {
-        Codec::Auto => builder,
-        Codec::Http1 => builder.http1_only(),
-        Codec::Http2 => builder.http2_only(),
-    };
-    let connection = builder.serve_connection_with_upgrades(io, svc);
+    let connection = builder.serve_connection(io, svc);
     tokio::pin!(connection);
     let draining = async {
         if !*drain.borrow() {
@@ -83,8 +103,8 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
         }
         _ = draining => {}
         _ = info.max_requests_reached.notified() => {
-            // HTTP/2 after `max_requests_per_connection`: GOAWAY, then the
-            // open streams finish (bounded like any drain).
+            // After `max_requests_per_connection`: GOAWAY, then the open
+            // streams finish (bounded like any drain).
             connection.as_mut().graceful_shutdown();
             finish_draining(connection, &info).await;
             return;
@@ -92,7 +112,7 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
     }
     // A connection accepted just before the drain has a request on its way:
     // closing it before that request is read would fail it. Give it a moment
-    // to arrive (it then finishes, with `connection: close`).
+    // to arrive.
     let grace = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
     while info.requests.load(std::sync::atomic::Ordering::Relaxed) == 0 && tokio::time::Instant::now() < grace
     {
@@ -108,7 +128,58 @@ pub async fn serve_connection(stream: TcpStream, conn: Arc<ConnInfo>, mut drain:
     }
     connection.as_mut().graceful_shutdown();
     finish_draining(connection, &info).await;
-    drop(listener_stats_guard);
+}
+
+/// A socket whose first bytes were already read (the HTTP/2 preface the
+/// HTTP/1.1 codec looked at): they are read again first.
+struct Prefixed {
+    read: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// Requests in flight on a connection told to shut down get

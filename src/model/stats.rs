@@ -36,6 +36,12 @@ pub struct HttpStats {
     pub downstream_rq_timeout: Arc<Counter>,
     /// Connections that carried `max_requests_per_connection` requests.
     pub downstream_cx_max_requests_reached: Arc<Counter>,
+    /// HTTP/1 requests the codec refused (malformed, too large…).
+    pub downstream_cx_protocol_error: Arc<Counter>,
+    /// Connections closed by `common_http_protocol_options.idle_timeout`.
+    pub downstream_cx_idle_timeout: Arc<Counter>,
+    /// Requests whose head did not arrive within `request_headers_timeout`.
+    pub downstream_rq_header_timeout: Arc<Counter>,
     pub no_route: Arc<Counter>,
     pub no_cluster: Arc<Counter>,
     pub rq_redirect: Arc<Counter>,
@@ -69,6 +75,9 @@ impl HttpStats {
             downstream_rq_time: store().histogram_in(&p, "downstream_rq_time"),
             downstream_rq_timeout: c("downstream_rq_timeout"),
             downstream_cx_max_requests_reached: c("downstream_cx_max_requests_reached"),
+            downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
+            downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
+            downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             rq_redirect: c("rq_redirect"),

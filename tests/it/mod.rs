@@ -2,6 +2,7 @@ pub mod admin;
 pub mod config_load;
 pub mod conformance;
 pub mod dns;
+pub mod h1_codec;
 pub mod lb;
 pub mod proxy;
 pub mod stats;

@@ -1,0 +1,248 @@
+//! legate's own HTTP/1.1 server codec, on raw sockets: Envoy's local
+//! replies for refused requests (logged with DPE and Envoy's details),
+//! `request_headers_timeout`, `idle_timeout`, pipelining, HTTP/1.0
+//! keep-alive and chunked request bodies.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::support::{front_bootstrap, origin, route, static_cluster, Dir, Legate};
+
+/// Sends `wire` on a new connection and reads until the peer closes it
+/// (bounded by 5 s).
+async fn exchange_until_close(front: SocketAddr, wire: &[u8]) -> String {
+    let mut s = TcpStream::connect(front).await.unwrap();
+    s.write_all(wire).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the connection closes")
+        .unwrap_or_default();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads from `s` until `got` holds `n` complete responses, each framed by
+/// its content-length (bounded by 5 s).
+async fn read_responses(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(end) = rest.find("\r\n\r\n") {
+            let head = &rest[..end];
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if rest.len() < end + 4 + len {
+                break;
+            }
+            out.push(rest[..end + 4 + len].to_string());
+            rest = &rest[end + 4 + len..];
+        }
+        if out.len() >= n {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} responses: {text}",
+            out.len()
+        );
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                panic!("connection ended after {} of {n} responses: {text}", out.len())
+            }
+            Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+}
+
+const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %REQ(:METHOD)%\\n";
+
+fn access_log(path: &std::path::Path) -> String {
+    format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"{LOG_FORMAT}\"}}}}\n",
+        path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_get_envoys_local_replies_and_are_logged() {
+    let o = origin::start("o").await;
+    let dir = Dir::new();
+    let log = dir.0.path().join("access.log");
+    let mut legate = Legate::start(
+        &front_bootstrap(
+            &access_log(&log),
+            &route("/", "o", ""),
+            &static_cluster("o", o, ""),
+        ),
+        &[],
+    );
+    let front = legate.addr("front");
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    // (request, status line, body)
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n".into(),
+            "HTTP/1.1 400 Bad Request",
+            "Bad Request",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "Request Header Fields Too Large",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .into(),
+            "HTTP/1.1 400 Bad Request",
+            "Bad Request",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            "HTTP/1.1 501 Not Implemented",
+            "Not Implemented",
+        ),
+    ];
+    for (wire, status, body) in &cases {
+        let text = exchange_until_close(front, wire.as_bytes()).await;
+        assert!(text.starts_with(status), "{wire:?} → {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(lower.contains("\r\ncontent-type: text/plain\r\n"), "{text}");
+        assert!(lower.contains("\r\nserver: envoy\r\n"), "{text}");
+        assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text}");
+    }
+    // A good request still works, on a new connection.
+    let text = exchange_until_close(front, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    let logged = std::fs::read_to_string(&log).expect("access log written");
+    let lines: Vec<&str> = logged.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "400 DPE http1.codec_error -",
+            "431 DPE http1.too_many_headers -",
+            "400 DPE http1.content_length_and_chunked_not_allowed POST",
+            "501 DPE http1.invalid_transfer_encoding POST",
+            "200 - via_upstream GET",
+        ],
+        "{logged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_timeout_is_408_and_idle_connections_close() {
+    let o = origin::start("o").await;
+    let hcm = "          request_headers_timeout: 0.3s\n          common_http_protocol_options: {idle_timeout: 0.6s}\n";
+    let legate = Legate::start(
+        &front_bootstrap(hcm, &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+
+    // Half a head, then nothing: 408 once request_headers_timeout passes.
+    let started = Instant::now();
+    let text = exchange_until_close(front, b"GET / HTTP/1.1\r\nHo").await;
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nrequest header timeout"), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A served keep-alive connection left idle is closed after idle_timeout,
+    // without a response.
+    let mut s = TcpStream::connect(front).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let first = read_responses(&mut s, 1).await;
+    assert!(first[0].starts_with("HTTP/1.1 200 OK\r\n"), "{}", first[0]);
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed by the idle timeout")
+        .unwrap_or_default();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_chunked_bodies_pass() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(
+        &front_bootstrap("", &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+    let mut s = TcpStream::connect(front).await.unwrap();
+    // Three requests in one write: a GET, a chunked POST (with chunk
+    // extensions and a trailer), and a POST with a content-length.
+    s.write_all(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n\
+          POST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
+    )
+    .await
+    .unwrap();
+    let replies = read_responses(&mut s, 3).await;
+    for (reply, (path, body_len)) in replies
+        .iter()
+        .zip([("/first", 0), ("/second", 11), ("/third", 4)])
+    {
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        let json: serde_json::Value =
+            serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(json["uri"], path, "{reply}");
+        assert_eq!(json["body_len"], body_len, "{reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_keep_alive_is_honoured() {
+    let o = origin::start("o").await;
+    let hcm = "          http_protocol_options: {accept_http_10: true}\n";
+    let legate = Legate::start(
+        &front_bootstrap(hcm, &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+    let mut s = TcpStream::connect(front).await.unwrap();
+    for path in ["/one", "/two"] {
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let reply = read_responses(&mut s, 1).await.remove(0);
+        assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: keep-alive\r\n"),
+            "{reply}"
+        );
+    }
+    // Without keep-alive, HTTP/1.0 closes after the response.
+    let text = exchange_until_close(front, b"GET /three HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+        "{text}"
+    );
+}

@@ -35,7 +35,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -54,11 +54,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a draining connection that has not sent a request yet is kept
 /// open for one to arrive (it then gets `connection: close`).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
-/// Bytes of response queued for the socket before the body is no longer
-/// read ahead (bounded memory for slow clients).
-const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Pipelined bytes read ahead while a request is served.
-const READ_AHEAD: usize = 64 * 1024;
 
 /// The upstream side of an upgrade (`101 Switching Protocols`), put in the
 /// response's extensions by the proxy: once the 101 is written, the codec
@@ -87,7 +82,9 @@ pub async fn serve(
         io: stream,
         read: BytesMut::new(),
         out: VecDeque::new(),
-        drain: Box::pin(drained(drain)),
+        drain: Box::pin(drained(drain.clone())),
+        drain_rx: drain,
+        drain_armed: false,
         draining: false,
         idle: hcm.idle_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
         last_active: Instant::now(),
@@ -124,7 +121,30 @@ pub async fn serve(
         }
     }
     let _ = c.io.shutdown().await;
+    linger(&mut c.io).await;
     None
+}
+
+/// After our FIN, reads (and drops) what the client still sends, for a
+/// bounded time and amount, before the socket is closed: closing with
+/// unread bytes makes the kernel send a reset, which can destroy the
+/// response the client has not read yet (e.g. a 413 or 404 answered
+/// before the request body was read). Envoy's `delayed_close_timeout`
+/// (1 s) and nginx's lingering close do the same.
+async fn linger(io: &mut TcpStream) {
+    const LINGER_TIME: Duration = Duration::from_secs(1);
+    const LINGER_BYTES: usize = 1024 * 1024;
+    let mut buf = [0u8; 8 * 1024];
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while dropped < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Resolves when the listener starts draining (or goes away).
@@ -140,6 +160,12 @@ struct Connection {
     /// Response bytes not written yet.
     out: VecDeque<Bytes>,
     drain: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The same signal, read without polling the future: once polled, the
+    /// future stays registered and wakes this task when the drain starts,
+    /// so afterwards an atomic load tells whether it has (polling the
+    /// future each time was ~1k instructions per request).
+    drain_rx: watch::Receiver<bool>,
+    drain_armed: bool,
     draining: bool,
     /// `common_http_protocol_options.idle_timeout` and its timer, armed
     /// lazily: it fires at most once per timeout and is re-armed from
@@ -376,8 +402,15 @@ impl Connection {
 
     /// Polls the drain signal; true once draining.
     fn poll_draining(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.draining && self.drain.as_mut().poll(cx).is_ready() {
-            self.draining = true;
+        if self.draining {
+            return true;
+        }
+        let signalled = !self.drain_armed || self.drain_rx.has_changed().unwrap_or(true);
+        if signalled {
+            self.drain_armed = true;
+            if self.drain.as_mut().poll(cx).is_ready() {
+                self.draining = true;
+            }
         }
         self.draining
     }
@@ -548,7 +581,10 @@ impl Connection {
             return After::Close;
         };
         let upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let mut keep = client_keep_alive && !self.draining && !upgrade;
+        // A request not fully received when its response starts ends the
+        // connection, announced (Envoy's connection manager does the same).
+        let request_complete = pump.as_ref().is_none_or(|p| p.done && !p.failed);
+        let mut keep = client_keep_alive && !self.draining && !upgrade && request_complete;
         let framing = self.queue_head(&response, is_head, version, keep);
         keep &= framing.keeps_alive;
         let (mut parts, mut body) = response.into_parts();
@@ -591,7 +627,8 @@ impl Connection {
     /// connection (its request is then abandoned, as hyper and Envoy do).
     /// Pipelined requests are read ahead, up to a bound.
     fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.read.len() >= READ_AHEAD {
+        // Pipelined bytes are read ahead up to the listener's buffer limit.
+        if self.read.len() >= self.conn.listener.buffer_limit {
             return false;
         }
         matches!(
@@ -705,7 +742,10 @@ impl Connection {
                 let _ = p.poll(&self.io, &mut self.read, &mut self.out, cx);
             }
             let mut body_pending = false;
-            while !body_done && self.out.iter().map(Bytes::len).sum::<usize>() < WRITE_HIGH_WATER {
+            // The response is read ahead of a slow client up to the
+            // listener's buffer limit (per_connection_buffer_limit_bytes).
+            let limit = self.conn.listener.buffer_limit;
+            while !body_done && self.out.iter().map(Bytes::len).sum::<usize>() < limit {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => {
                         body_pending = true;

@@ -881,33 +881,52 @@ fn build_upstream_request(
         info.request_headers = headers.clone();
     }
 
-    let path = info.path.clone();
-    let new_path = rewrite_path(action, &route.matcher, &path);
+    let new_path = rewrite_path(action, &route.matcher, &info.path);
     if new_path.is_some() {
-        if let Ok(v) = HeaderValue::from_str(&path) {
+        if let Ok(v) = HeaderValue::from_str(&info.path) {
             headers.insert(hdr::X_ENVOY_ORIGINAL_PATH.clone(), v);
         }
     }
-    let upstream_path = new_path.unwrap_or(path);
     let host_header = match &action.host_rewrite {
-        HostRewrite::None => authority.to_string(),
-        HostRewrite::Literal(h) => h.clone(),
-        HostRewrite::Auto => host.hostname.clone(),
-        HostRewrite::Header(name) => headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| authority.to_string()),
+        HostRewrite::None => None,
+        HostRewrite::Literal(h) => Some(h.clone()),
+        HostRewrite::Auto => Some(host.hostname.clone()),
+        HostRewrite::Header(name) => Some(
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| authority.to_string()),
+        ),
     };
     if action.host_rewrite != HostRewrite::None {
         if let Ok(v) = HeaderValue::from_str(authority) {
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
     }
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&host_header).map_err(|_| "invalid host".to_string())?,
-    );
+    // Without a rewrite the request's own `host` (its authority) stays as
+    // it came: no new value to build.
+    let host_header = match host_header {
+        Some(h) => {
+            headers.insert(
+                header::HOST,
+                HeaderValue::from_str(&h).map_err(|_| "invalid host".to_string())?,
+            );
+            h
+        }
+        None => {
+            if headers
+                .get(header::HOST)
+                .is_none_or(|v| v.as_bytes() != authority.as_bytes())
+            {
+                headers.insert(
+                    header::HOST,
+                    HeaderValue::from_str(authority).map_err(|_| "invalid host".to_string())?,
+                );
+            }
+            authority.to_string()
+        }
+    };
 
     // Request header mutations: route, virtual host, route configuration.
     let fmt = |s: &str| expand(s, info, StatusCode::OK);
@@ -915,14 +934,23 @@ fn build_upstream_request(
     vhost.request_headers.apply(&mut headers, &fmt);
     table.request_headers.apply(&mut headers, &fmt);
 
-    // HTTP/1.1: origin-form (the connection already goes to `host`).
+    // HTTP/1.1: origin-form (the connection already goes to `host`): the
+    // request's own URI when it is in that form and not rewritten.
     // HTTP/2: absolute, so `:authority` is the request's host, as Envoy sends.
-    let uri: Uri = if h2 {
-        format!("http://{host_header}{upstream_path}").parse()
-    } else {
-        upstream_path.parse()
-    }
-    .map_err(|_| format!("invalid path `{upstream_path}`"))?;
+    let uri: Uri = match new_path {
+        None if !h2 && parts.uri.authority().is_none() && parts.uri.scheme().is_none() => {
+            std::mem::take(&mut parts.uri)
+        }
+        new_path => {
+            let upstream_path = new_path.as_deref().unwrap_or(&info.path);
+            if h2 {
+                format!("http://{host_header}{upstream_path}").parse()
+            } else {
+                upstream_path.parse()
+            }
+            .map_err(|_| format!("invalid path `{upstream_path}`"))?
+        }
+    };
     if h2 {
         // HTTP/2 carries the host as `:authority` (from the URI), not `host`.
         headers.remove(header::HOST);

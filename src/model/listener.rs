@@ -98,7 +98,14 @@ pub struct Listener {
     /// `traffic_direction: INBOUND` (for `/drain_listeners?inboundonly`).
     pub inbound: bool,
     pub access_logs: Vec<crate::access_log::AccessLog>,
+    /// `per_connection_buffer_limit_bytes` (Envoy's default 1 MiB): how much
+    /// of a response an HTTP/1.1 connection queues for a slow client, and
+    /// how many pipelined bytes it reads ahead, before it stops reading.
+    pub buffer_limit: usize,
 }
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: usize = 1024 * 1024;
 
 /// `None` when the duration is set to 0 (disabled), the default when unset.
 fn timeout(d: Option<&prost_types::Duration>, default: Option<Duration>) -> Option<Duration> {
@@ -153,6 +160,10 @@ impl Listener {
             inbound: l.traffic_direction
                 == crate::proto::envoy::config::core::v3::TrafficDirection::Inbound as i32,
             access_logs: crate::access_log::build_all(&l.access_log)?,
+            // A very small limit still lets a head and a frame through.
+            buffer_limit: l
+                .per_connection_buffer_limit_bytes
+                .map_or(DEFAULT_BUFFER_LIMIT, |v| (v as usize).max(16 * 1024)),
         })
     }
 }

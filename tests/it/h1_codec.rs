@@ -246,3 +246,37 @@ async fn http_1_0_keep_alive_is_honoured() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_before_the_request_body_is_read_reaches_the_client() {
+    let o = origin::start("o").await;
+    let routes = "              - match: {prefix: \"/direct\"}\n                direct_response: {status: 200, body: {inline_string: \"early\"}}\n";
+    let legate = Legate::start(&front_bootstrap("", routes, &static_cluster("o", o, "")), &[]);
+    let front = legate.addr("front");
+    let s = TcpStream::connect(front).await.unwrap();
+    let (mut rx, mut tx) = s.into_split();
+    tx.write_all(b"POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+        .await
+        .unwrap();
+    // Half a megabyte of the body follows at once; legate answers without
+    // reading it, then closes: the answer must not be lost to a reset.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..8 {
+            if tx.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), rx.read_to_end(&mut got)).await;
+    drop(writer.await);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nearly"), "{text}");
+}

@@ -23,13 +23,13 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::body::RequestBody;
 use super::h1_wire::{
     decode_chunked, keeps_alive, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields,
-    queue_chunk, Chunked, Decoded, MAX_HEAD_BYTES,
+    queue_chunk, Chunked, Decoded, FieldSpans, MAX_HEAD_BYTES,
 };
 use super::headers::list_tokens;
 use super::upstream::{Counted, Key};
@@ -214,25 +214,13 @@ struct Head {
     headers: HeaderMap,
 }
 
-/// Where a header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses a response head at the start of `buf`, consuming it; `None` when
 /// more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
-    // Offsets rather than slices, so that the head can be frozen and the
-    // header values shared with it instead of copied. On the stack for
-    // the usual handful of headers.
-    let mut few = [Span::default(); 16];
-    let mut many = Vec::new();
-    let (len, status, version, count) = match httparse::ParserConfig::default()
+    let (len, status, version, spans) = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut response, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(len)) => {
@@ -242,40 +230,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
             } else {
                 Version::HTTP_11
             };
-            let span = |h: &httparse::Header<'_>| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                Span {
-                    name: (name, name + h.name.len()),
-                    value: (value, value + h.value.len()),
-                }
-            };
-            let count = response.headers.len();
-            if count <= few.len() {
-                for (slot, h) in few.iter_mut().zip(response.headers.iter()) {
-                    *slot = span(h);
-                }
-            } else {
-                many = response.headers.iter().map(span).collect();
-            }
-            (len, status, version, count)
+            (len, status, version, FieldSpans::new(base, response.headers))
         }
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err("response head too large"),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
         Err(_) => return Err("malformed response head"),
     };
-    let spans = if many.is_empty() { &few[..count] } else { &many[..] };
     let head = buf.split_to(len).freeze();
     // Room for what the proxy adds (x-envoy-upstream-service-time, …).
-    let mut headers = HeaderMap::with_capacity(count + 4);
-    for span in spans {
-        let name =
-            HeaderName::from_bytes(&head[span.name.0..span.name.1]).map_err(|_| "invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| "invalid header value")?;
-        headers.append(name, value);
-    }
+    let headers = spans.fields(&head, 4, |_| {})?;
     Ok(Some(Head {
         status,
         version,
@@ -582,21 +546,12 @@ impl hyper::body::Body for Body {
 
 #[cfg(test)]
 mod tests {
+    use super::super::h1_wire::headers;
     use super::*;
+    use http::{HeaderName, HeaderValue};
 
     /// Header name/value pairs of a table case.
     type Pairs = &'static [(&'static str, &'static str)];
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
 
     #[test]
     fn response_framing_follows_rfc_9112() {

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +43,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::{BodyError, DownstreamBody, ResponseBody};
 use super::h1_wire::{
     decode_chunked, keeps_alive, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk,
-    Chunked, Decoded,
+    Chunked, Decoded, FieldSpans,
 };
 use super::headers::list_tokens;
 use super::proxy::{self, ConnInfo};
@@ -52,8 +52,8 @@ use crate::stream_info::ResponseFlags;
 /// The start of every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a draining connection that has not sent a request yet is kept
-/// open for one to arrive (it then gets `connection: close`).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+/// open for one to arrive (it then gets `connection: close`); HTTP/2 too.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// The upstream side of an upgrade (`101 Switching Protocols`), put in the
 /// response's extensions by the proxy: once the 101 is written, the codec
@@ -284,13 +284,6 @@ pub fn request_body_framing(headers: &HeaderMap) -> Result<BodyFraming, Refusal>
     }
 }
 
-/// Where a header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Parses a request head at the start of `buf`, consuming it; `None` when
 /// more bytes are needed. `max_headers` is `max_headers_count`.
 fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Result<Option<Head>, Refusal> {
@@ -306,30 +299,12 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
     };
     let mut request = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
-    let mut few = [Span::default(); 24];
-    let mut many = Vec::new();
     let parsed =
         httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut request, buf, slots);
-    let (len, count, method, target, version) = match parsed {
+    let (len, spans, method, target, version) = match parsed {
         Ok(httparse::Status::Complete(len)) => {
-            let span = |h: &httparse::Header<'_>| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                Span {
-                    name: (name, name + h.name.len()),
-                    value: (value, value + h.value.len()),
-                }
-            };
-            let count = request.headers.len();
-            if count > max_headers {
+            if request.headers.len() > max_headers {
                 return Err(Refusal::TooManyHeaders);
-            }
-            if count <= few.len() {
-                for (slot, h) in few.iter_mut().zip(request.headers.iter()) {
-                    *slot = span(h);
-                }
-            } else {
-                many = request.headers.iter().map(span).collect();
             }
             let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
                 .map_err(|_| Refusal::Malformed("invalid method"))?;
@@ -343,7 +318,13 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
             } else {
                 Version::HTTP_11
             };
-            (len, count, method, target, version)
+            (
+                len,
+                FieldSpans::new(base, request.headers),
+                method,
+                target,
+                version,
+            )
         }
         Ok(httparse::Status::Partial) if buf.len() > max_bytes => return Err(Refusal::HeadersTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -353,23 +334,19 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
     if len > max_bytes {
         return Err(Refusal::HeadersTooLarge);
     }
-    let spans = if many.is_empty() { &few[..count] } else { &many[..] };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
     // Room for what the proxy adds (x-request-id, x-forwarded-*, …)
-    // without the map growing.
-    let mut headers = HeaderMap::with_capacity(count + 8);
+    // without the map growing; the fields framing and keep-alive depend on
+    // are noted on the way.
     let (mut framing_fields, mut connection_field) = (false, false);
-    for span in spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
-            .map_err(|_| Refusal::Malformed("invalid header name"))?;
-        framing_fields |= name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
-        connection_field |= name == CONNECTION;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| Refusal::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = spans
+        .fields(&head, 8, |name| {
+            framing_fields |= name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
+            connection_field |= name == CONNECTION;
+        })
+        .map_err(Refusal::Malformed)?;
     // Most requests (GETs) have neither field: no lookups then.
     let framing = if framing_fields {
         request_body_framing(&headers)
@@ -1064,18 +1041,8 @@ impl Pump {
 
 #[cfg(test)]
 mod tests {
+    use super::super::h1_wire::headers;
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
 
     #[test]
     fn request_body_framing_as_envoy() {

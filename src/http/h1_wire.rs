@@ -120,6 +120,82 @@ pub fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
     }
 }
 
+/// Where each field of a just-parsed head lies in the read buffer: offsets
+/// rather than slices, so that the head can be frozen and the field values
+/// shared with it instead of copied. On the stack for the usual handful.
+pub struct FieldSpans {
+    few: [Span; 24],
+    many: Vec<Span>,
+    count: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl FieldSpans {
+    /// `base`: the address of the buffer httparse parsed `fields` from.
+    pub fn new(base: usize, fields: &[httparse::Header<'_>]) -> FieldSpans {
+        let span = |h: &httparse::Header<'_>| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            Span {
+                name: (name, name + h.name.len()),
+                value: (value, value + h.value.len()),
+            }
+        };
+        let mut spans = FieldSpans {
+            few: [Span::default(); 24],
+            many: Vec::new(),
+            count: fields.len(),
+        };
+        if fields.len() <= spans.few.len() {
+            for (slot, h) in spans.few.iter_mut().zip(fields) {
+                *slot = span(h);
+            }
+        } else {
+            spans.many = fields.iter().map(span).collect();
+        }
+        spans
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The fields as a map sharing `head` (the frozen buffer), with room for
+    /// `room` more; `seen` is shown each name (to note fields without
+    /// looking them up afterwards).
+    pub fn fields(
+        &self,
+        head: &Bytes,
+        room: usize,
+        mut seen: impl FnMut(&HeaderName),
+    ) -> Result<HeaderMap, &'static str> {
+        let spans = if self.many.is_empty() {
+            &self.few[..self.count]
+        } else {
+            &self.many[..]
+        };
+        let mut map = HeaderMap::with_capacity(self.count + room);
+        for span in spans {
+            let name =
+                HeaderName::from_bytes(&head[span.name.0..span.name.1]).map_err(|_| "invalid header name")?;
+            seen(&name);
+            let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+                .map_err(|_| "invalid header value")?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
 /// `name: value` lines, as in a head or a chunked body's trailers.
 pub fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
     for (name, value) in fields {
@@ -270,6 +346,19 @@ pub fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     })
 }
 
+/// A field map from name/value pairs (for table-driven tests).
+#[cfg(test)]
+pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,17 +367,6 @@ mod tests {
     type Pairs = &'static [(&'static str, &'static str)];
     /// Decoded data and the one trailer expected, or the error.
     type Decoding = Result<(&'static [u8], Option<(&'static str, &'static str)>), &'static str>;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
 
     #[test]
     fn chunk_size_lines() {

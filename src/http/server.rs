@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::body::DownstreamBody;
+use super::h1_server::FIRST_REQUEST_GRACE;
 use super::proxy::{handle, ConnInfo};
 use crate::model::listener::Codec;
 
@@ -43,10 +44,6 @@ impl Drop for ConnectionStats {
         crate::model::stats::server_total_connections().dec();
     }
 }
-
-/// How long a draining connection that has not sent a request yet is kept
-/// open for one to arrive.
-const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Serves `stream` until the client closes it or a drain is requested, in
 /// which case in-flight requests finish first (HTTP/1: `connection: close`

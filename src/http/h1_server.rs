@@ -46,6 +46,7 @@ use super::h1_wire::{
     Chunked, Decoded, FieldSpans,
 };
 use super::headers::list_tokens;
+use super::idle::IdleEntry;
 use super::proxy::{self, ConnInfo};
 use crate::stream_info::ResponseFlags;
 
@@ -86,13 +87,16 @@ pub async fn serve(
         drain_rx: drain,
         drain_armed: false,
         draining: false,
-        idle: hcm.idle_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        idle_after: hcm.idle_timeout,
+        idle_entry: IdleEntry::default(),
         last_active: Instant::now(),
         served: 0,
         conn,
     };
     loop {
-        let head = match c.read_head(sniff_h2 && c.served == 0).await {
+        let next = c.read_head(sniff_h2 && c.served == 0).await;
+        c.idle_entry.disarm();
+        let head = match next {
             Ok(Next::Request(head)) => head,
             Ok(Next::Http2) => {
                 return Some(HandOff {
@@ -167,11 +171,10 @@ struct Connection {
     drain_rx: watch::Receiver<bool>,
     drain_armed: bool,
     draining: bool,
-    /// `common_http_protocol_options.idle_timeout` and its timer, armed
-    /// lazily: it fires at most once per timeout and is re-armed from
-    /// `last_active` when the connection was busy meanwhile, so a request
-    /// costs no timer update.
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// `common_http_protocol_options.idle_timeout`, watched by the worker's
+    /// idle sweeper while the connection waits for a request (see idle.rs).
+    idle_after: Option<Duration>,
+    idle_entry: IdleEntry,
     last_active: Instant,
     served: u32,
     conn: Arc<ConnInfo>,
@@ -392,22 +395,18 @@ impl Connection {
         self.draining
     }
 
-    /// Whether the idle timeout has passed (re-arming it when the
-    /// connection was active since it was set).
-    fn poll_idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some((after, sleep)) = self.idle.as_mut() else {
+    /// Whether the idle timeout has passed; if not, the connection is in
+    /// its worker's idle set until it has.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(after) = self.idle_after else {
             return false;
         };
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let due = self.last_active + *after;
-            if due <= Instant::now() {
-                return true;
-            }
-            sleep.as_mut().reset(due);
+        let deadline = self.last_active + after;
+        if deadline <= Instant::now() {
+            return true;
         }
+        self.idle_entry.arm(deadline, cx.waker());
+        false
     }
 
     /// Waits for the next request head.
@@ -452,7 +451,7 @@ impl Connection {
                         return Poll::Ready(Ok(Next::Close));
                     }
                 }
-                if self.poll_idle_expired(cx) {
+                if self.idle_expired(cx) {
                     self.hcm().stats.downstream_cx_idle_timeout.inc();
                     return Poll::Ready(Ok(Next::Close));
                 }

@@ -87,8 +87,57 @@ pub async fn handle(
         stats.downstream_rq_http1_total.inc();
     }
     let http1 = req.version() != Version::HTTP_2;
-    let outcome = route_and_forward(&conn, &hcm, req, authority, &mut info).await;
+    let mut unanswered = Unanswered {
+        info: Some(info),
+        conn: &conn,
+    };
+    let outcome = route_and_forward(&conn, &hcm, req, authority, unanswered.info()).await;
+    let info = unanswered.answered();
     Ok(finish(&conn, &hcm, outcome, info, http1))
+}
+
+/// A request's record until its response exists. Dropped before (the
+/// client went away and the codec abandoned the request), it is logged as
+/// Envoy does: response code 0 and `DC`.
+struct Unanswered<'a> {
+    info: Option<Box<StreamInfo>>,
+    conn: &'a ConnInfo,
+}
+
+impl Unanswered<'_> {
+    fn info(&mut self) -> &mut StreamInfo {
+        self.info.as_mut().expect("present until answered")
+    }
+
+    fn answered(mut self) -> Box<StreamInfo> {
+        self.info.take().expect("answered once")
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(mut info) = self.info.take() {
+            info.response_code = 0;
+            info.response_flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            info.end = Some(info.start.elapsed());
+            complete(&self.conn.listener.hcm, &self.conn.listener, &info);
+        }
+    }
+}
+
+/// The end of a request: connection-manager stats and access logs.
+fn complete(hcm: &Hcm, listener: &Listener, info: &StreamInfo) {
+    let stats = &hcm.stats;
+    stats.downstream_rq_active.dec();
+    stats.downstream_rq_completed.inc();
+    stats.downstream_rq_xx.record(info.response_code);
+    stats
+        .downstream_rq_time
+        .record(info.end.unwrap_or_default().as_millis() as u64);
+    for log in hcm.access_logs.iter().chain(listener.access_logs.iter()) {
+        log.log(info);
+    }
 }
 
 /// Answers a request the HTTP/1.1 codec refused (malformed, too large,
@@ -181,18 +230,7 @@ fn finish(
     let body = body.with_completion(
         info,
         outcome.received,
-        Box::new(move |info: Box<StreamInfo>| {
-            let stats = &logs.stats;
-            stats.downstream_rq_active.dec();
-            stats.downstream_rq_completed.inc();
-            stats.downstream_rq_xx.record(info.response_code);
-            stats
-                .downstream_rq_time
-                .record(info.end.unwrap_or_default().as_millis() as u64);
-            for log in logs.access_logs.iter().chain(listener.access_logs.iter()) {
-                log.log(&info);
-            }
-        }),
+        Box::new(move |info: Box<StreamInfo>| complete(&logs, &listener, &info)),
     );
     Response::from_parts(parts, body)
 }

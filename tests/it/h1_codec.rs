@@ -280,3 +280,30 @@ async fn a_response_before_the_request_body_is_read_reaches_the_client() {
     );
     assert!(text.ends_with("\r\n\r\nearly"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_abandoned_by_its_client_is_logged_with_dc() {
+    let o = origin::start("o").await;
+    let dir = Dir::new();
+    let log = dir.0.path().join("access.log");
+    let mut legate = Legate::start(
+        &front_bootstrap(
+            &access_log(&log),
+            &route("/", "o", ""),
+            &static_cluster("o", o, ""),
+        ),
+        &[],
+    );
+    let front = legate.addr("front");
+    // The origin answers after 1.5 s; the client hangs up after 0.3 s.
+    let mut s = TcpStream::connect(front).await.unwrap();
+    s.write_all(b"GET /slow?sleep_ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    let logged = std::fs::read_to_string(&log).expect("access log written");
+    assert_eq!(logged.lines().collect::<Vec<_>>(), ["0 DC - GET"], "{logged}");
+}

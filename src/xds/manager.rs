@@ -903,11 +903,14 @@ impl Manager {
         // rejects the whole update.
         let mut prepared = Vec::new();
         for (compiled, rds, meta) in incoming {
-            let same_address = st
-                .listeners
-                .get(&compiled.name)
-                .is_some_and(|e| e.compiled.address == compiled.address)
-                || (!st.switched && self.fallback_on(st, compiled.address).is_some());
+            // The address counts as the same when it is the running one's
+            // bound address too (a port-0 listener named with the port it
+            // got): binding a second socket set on that port and closing the
+            // first would reset the connections waiting in its accept queue.
+            let same_address = st.listeners.get(&compiled.name).is_some_and(|e| {
+                e.compiled.address == compiled.address
+                    || self.listeners.local_addr(&compiled.name) == Some(compiled.address)
+            }) || (!st.switched && self.fallback_on(st, compiled.address).is_some());
             let bound = if same_address {
                 None
             } else {

@@ -28,8 +28,8 @@ use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::body::RequestBody;
 use super::h1_wire::{
-    decode_chunked, keeps_alive, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields,
-    queue_chunk, Chunked, Decoded, FieldSpans, MAX_HEAD_BYTES,
+    decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields, queue_chunk, Chunked,
+    ConnectionFields, Decoded, FieldSpans, MAX_HEAD_BYTES,
 };
 use super::headers::list_tokens;
 use super::upstream::{Counted, Key};
@@ -173,6 +173,7 @@ pub fn response_framing(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
+    noted: &ConnectionFields,
 ) -> Result<ResponseFraming, &'static str> {
     if request_was_head
         || status.is_informational()
@@ -181,7 +182,7 @@ pub fn response_framing(
     {
         return Ok(ResponseFraming::None);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if noted.transfer_encoding {
         if version == Version::HTTP_10 {
             // RFC 9112 §6.1: faulty framing (hyper refuses it too).
             return Err("transfer-encoding in an HTTP/1.0 response");
@@ -191,6 +192,9 @@ pub fn response_framing(
             Some(t) if t.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
             _ => ResponseFraming::Close,
         });
+    }
+    if !noted.content_length {
+        return Ok(ResponseFraming::Close);
     }
     let mut length = None;
     for part in list_tokens(headers, CONTENT_LENGTH) {
@@ -212,6 +216,7 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    connection: ConnectionFields,
 }
 
 /// Parses a response head at the start of `buf`, consuming it; `None` when
@@ -239,11 +244,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     };
     let head = buf.split_to(len).freeze();
     // Room for what the proxy adds (x-envoy-upstream-service-time, …).
-    let headers = spans.fields(&head, 4, |_| {})?;
+    let (headers, connection) = spans.fields(&head, 4)?;
     Ok(Some(Head {
         status,
         version,
         headers,
+        connection,
     }))
 }
 
@@ -337,16 +343,24 @@ pub async fn exchange(
     let mut head =
         poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, &mut informational, cx))
             .await?;
-    let framing = response_framing(request_was_head, head.status, head.version, &head.headers)
-        .map_err(Error::Protocol)?;
+    let framing = response_framing(
+        request_was_head,
+        head.status,
+        head.version,
+        &head.headers,
+        &head.connection,
+    )
+    .map_err(Error::Protocol)?;
     // A transfer coding wins over a content-length (RFC 9112 §6.3), which
     // must not be forwarded (it would misframe the response downstream);
     // a message with both is suspect, so its connection is not reused.
-    let both = head.headers.contains_key(TRANSFER_ENCODING) && head.headers.remove(CONTENT_LENGTH).is_some();
+    let both = head.connection.transfer_encoding
+        && head.connection.content_length
+        && head.headers.remove(CONTENT_LENGTH).is_some();
     let reusable = framing != ResponseFraming::Close
         && !both
         && head.status != StatusCode::SWITCHING_PROTOCOLS
-        && keeps_alive(head.version, &head.headers);
+        && head.connection.keeps_alive(head.version);
     let mut response = Response::new(Body {
         state: match framing {
             ResponseFraming::None => State::Done,
@@ -603,7 +617,7 @@ mod tests {
         ];
         for (head, status, h, want) in cases {
             assert_eq!(
-                response_framing(*head, *status, Version::HTTP_11, &headers(h)),
+                response_framing(*head, *status, Version::HTTP_11, &headers(h), &noted(h)),
                 *want,
                 "{head} {status} {h:?}"
             );
@@ -611,13 +625,38 @@ mod tests {
         // HTTP/1.0 has no transfer codings (RFC 9112 §6.1).
         let te = headers(&[("transfer-encoding", "chunked")]);
         assert_eq!(
-            response_framing(false, ok, Version::HTTP_10, &te),
+            response_framing(
+                false,
+                ok,
+                Version::HTTP_10,
+                &te,
+                &noted(&[("transfer-encoding", "chunked")])
+            ),
             Err("transfer-encoding in an HTTP/1.0 response")
         );
         assert_eq!(
-            response_framing(false, ok, Version::HTTP_10, &headers(&[("content-length", "3")])),
+            response_framing(
+                false,
+                ok,
+                Version::HTTP_10,
+                &headers(&[("content-length", "3")]),
+                &noted(&[("content-length", "3")])
+            ),
             Ok(Length(3))
         );
+    }
+
+    /// The notes the head parser takes of the framing fields in `pairs`.
+    fn noted(pairs: &[(&str, &str)]) -> ConnectionFields {
+        ConnectionFields {
+            content_length: pairs
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length")),
+            transfer_encoding: pairs
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")),
+            ..ConnectionFields::default()
+        }
     }
 
     #[test]

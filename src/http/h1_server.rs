@@ -42,8 +42,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::{BodyError, DownstreamBody, ResponseBody};
 use super::h1_wire::{
-    decode_chunked, keeps_alive, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk,
-    Chunked, Decoded, FieldSpans,
+    decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk, Chunked,
+    ConnectionFields, Decoded, FieldSpans,
 };
 use super::headers::list_tokens;
 use super::idle::IdleEntry;
@@ -246,9 +246,9 @@ struct Head {
     /// Refused framing is answered after parsing, so the log has the
     /// request's method and path.
     framing: Result<BodyFraming, Refusal>,
-    /// Whether a `connection` field is present (keep-alive is decided
-    /// without a lookup when it is not).
-    connection_field: bool,
+    /// What its connection-level fields said (keep-alive is decided
+    /// without lookups).
+    connection: ConnectionFields,
 }
 
 /// How a request body is delimited (RFC 9112 §6.3, with Envoy's refusals).
@@ -343,15 +343,9 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
     // Room for what the proxy adds (x-request-id, x-forwarded-*, …)
     // without the map growing; the fields framing and keep-alive depend on
     // are noted on the way.
-    let (mut framing_fields, mut connection_field) = (false, false);
-    let headers = spans
-        .fields(&head, 8, |name| {
-            framing_fields |= name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
-            connection_field |= name == CONNECTION;
-        })
-        .map_err(Refusal::Malformed)?;
+    let (headers, connection) = spans.fields(&head, 8).map_err(Refusal::Malformed)?;
     // Most requests (GETs) have neither field: no lookups then.
-    let framing = if framing_fields {
+    let framing = if connection.content_length || connection.transfer_encoding {
         request_body_framing(&headers)
     } else {
         Ok(BodyFraming::None)
@@ -364,7 +358,7 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
     Ok(Some(Head {
         parts,
         framing,
-        connection_field,
+        connection,
     }))
 }
 
@@ -485,16 +479,12 @@ impl Connection {
         let Head {
             parts,
             framing,
-            connection_field,
+            connection,
         } = head;
         let framing = framing.unwrap_or(BodyFraming::None);
         let version = parts.version;
         let is_head = parts.method == Method::HEAD;
-        let client_keep_alive = if connection_field {
-            keeps_alive(version, &parts.headers)
-        } else {
-            version == Version::HTTP_11
-        };
+        let client_keep_alive = connection.keeps_alive(version);
         let expect_continue = version == Version::HTTP_11
             && framing != BodyFraming::None
             && parts

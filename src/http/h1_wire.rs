@@ -9,12 +9,10 @@ use std::io::{self, IoSlice};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::CONNECTION;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-
-use super::headers::list_tokens;
 
 /// A head (or a chunk-size line, or trailers) larger than this is a
 /// protocol error.
@@ -170,29 +168,90 @@ impl FieldSpans {
     }
 
     /// The fields as a map sharing `head` (the frozen buffer), with room for
-    /// `room` more; `seen` is shown each name (to note fields without
-    /// looking them up afterwards).
-    pub fn fields(
-        &self,
-        head: &Bytes,
-        room: usize,
-        mut seen: impl FnMut(&HeaderName),
-    ) -> Result<HeaderMap, &'static str> {
+    /// `room` more, and what the connection-level ones said.
+    ///
+    /// The fields that only served this connection stay out of the map:
+    /// `keep-alive`, `proxy-connection`, and a `connection` whose every
+    /// option is `close` or `keep-alive` (the usual one). Every proxy drops
+    /// them (RFC 9110 §7.6.1) and inserting them only to remove them again
+    /// cost more hashed lookups than the rest of the head (measured with
+    /// `bench/instructions`). A `connection` that names anything else stays,
+    /// for `headers::remove_hop_by_hop` and upgrades.
+    pub fn fields(&self, head: &Bytes, room: usize) -> Result<(HeaderMap, ConnectionFields), &'static str> {
         let spans = if self.many.is_empty() {
             &self.few[..self.count]
         } else {
             &self.many[..]
         };
         let mut map = HeaderMap::with_capacity(self.count + room);
+        let mut noted = ConnectionFields::default();
         for span in spans {
             let name =
                 HeaderName::from_bytes(&head[span.name.0..span.name.1]).map_err(|_| "invalid header name")?;
-            seen(&name);
+            let value = &head[span.value.0..span.value.1];
+            if name == CONNECTION {
+                if !noted.note_connection(value) {
+                    continue;
+                }
+            } else if name == CONTENT_LENGTH {
+                noted.content_length = true;
+            } else if name == TRANSFER_ENCODING {
+                noted.transfer_encoding = true;
+            } else if name == KEEP_ALIVE || name == PROXY_CONNECTION {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
                 .map_err(|_| "invalid header value")?;
             map.append(name, value);
         }
-        Ok(map)
+        Ok((map, noted))
+    }
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What a head's connection-level fields said, noted while the head became
+/// a map: keep-alive and framing are then decided without lookups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionFields {
+    /// `connection: close`.
+    pub close: bool,
+    /// `connection: keep-alive`.
+    pub keep_alive: bool,
+    /// A `connection` option other than those two (a field to drop,
+    /// `upgrade`): that `connection` field is kept in the map.
+    pub names_others: bool,
+    pub content_length: bool,
+    pub transfer_encoding: bool,
+}
+
+impl ConnectionFields {
+    /// Notes one `connection` field's options; true when it names anything
+    /// besides `close` and `keep-alive` (so it must stay in the map).
+    fn note_connection(&mut self, value: &[u8]) -> bool {
+        let mut others = false;
+        for option in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if option.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !option.is_empty() {
+                others = true;
+            }
+        }
+        self.names_others |= others;
+        others
+    }
+
+    /// Whether the connection may carry another message after this one
+    /// (HTTP/1.1 unless `connection: close`; HTTP/1.0 only with `keep-alive`).
+    pub fn keeps_alive(&self, version: Version) -> bool {
+        if version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
     }
 }
 
@@ -212,17 +271,6 @@ pub fn parse_decimal(s: &[u8]) -> Option<u64> {
     }
     s.iter()
         .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
-/// Whether the connection may carry another request after this response
-/// (HTTP/1.1 unless `connection: close`; HTTP/1.0 only with `keep-alive`).
-pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| list_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,8 +411,6 @@ pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 mod tests {
     use super::*;
 
-    /// Header name/value pairs of a table case.
-    type Pairs = &'static [(&'static str, &'static str)];
     /// Decoded data and the one trailer expected, or the error.
     type Decoding = Result<(&'static [u8], Option<(&'static str, &'static str)>), &'static str>;
 
@@ -396,17 +442,93 @@ mod tests {
         }
     }
 
+    /// Turns `fields` (a head's field lines) into a map and its notes.
+    fn noted(fields: &str) -> (HeaderMap, ConnectionFields) {
+        let wire = Bytes::from(format!("HTTP/1.1 200 OK\r\n{fields}\r\n"));
+        let mut slots = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut slots);
+        assert!(response.parse(&wire).unwrap().is_complete(), "{fields:?}");
+        FieldSpans::new(wire.as_ptr() as usize, response.headers)
+            .fields(&wire, 0)
+            .unwrap()
+    }
+
     #[test]
-    fn keep_alive_by_version_and_connection_tokens() {
-        let cases: &[(Version, Pairs, bool)] = &[
-            (Version::HTTP_11, &[], true),
-            (Version::HTTP_11, &[("connection", "close")], false),
-            (Version::HTTP_11, &[("connection", "keep-alive, Close")], false),
-            (Version::HTTP_10, &[], false),
-            (Version::HTTP_10, &[("connection", "Keep-Alive")], true),
+    fn keep_alive_by_version_and_connection_options() {
+        let cases: &[(Version, &str, bool)] = &[
+            (Version::HTTP_11, "", true),
+            (Version::HTTP_11, "connection: close\r\n", false),
+            (Version::HTTP_11, "connection: keep-alive, Close\r\n", false),
+            (
+                Version::HTTP_11,
+                "connection: keep-alive\r\nconnection: close\r\n",
+                false,
+            ),
+            (Version::HTTP_10, "", false),
+            (Version::HTTP_10, "connection: Keep-Alive\r\n", true),
+            (Version::HTTP_10, "connection: x-a, keep-alive\r\n", true),
         ];
-        for (v, h, want) in cases {
-            assert_eq!(keeps_alive(*v, &headers(h)), *want, "{v:?} {h:?}");
+        for (v, fields, want) in cases {
+            assert_eq!(noted(fields).1.keeps_alive(*v), *want, "{v:?} {fields:?}");
+        }
+    }
+
+    #[test]
+    fn connection_only_fields_stay_out_of_the_map() {
+        // (fields, names left in the map, names_others, content_length, transfer_encoding)
+        let cases: &[(&str, &[&str], bool, bool, bool)] = &[
+            (
+                "connection: keep-alive\r\nx-a: 1\r\n",
+                &["x-a"],
+                false,
+                false,
+                false,
+            ),
+            (
+                "Connection: close\r\nkeep-alive: timeout=5\r\n",
+                &[],
+                false,
+                false,
+                false,
+            ),
+            (
+                "proxy-connection: keep-alive\r\ncontent-length: 3\r\n",
+                &["content-length"],
+                false,
+                true,
+                false,
+            ),
+            (
+                "connection: x-a, close\r\nx-a: 1\r\n",
+                &["connection", "x-a"],
+                true,
+                false,
+                false,
+            ),
+            (
+                "connection: Upgrade\r\nupgrade: websocket\r\n",
+                &["connection", "upgrade"],
+                true,
+                false,
+                false,
+            ),
+            (
+                "transfer-encoding: chunked\r\n",
+                &["transfer-encoding"],
+                false,
+                false,
+                true,
+            ),
+        ];
+        for (fields, names, others, cl, te) in cases {
+            let (map, noted) = noted(fields);
+            let got: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+            assert_eq!(got, *names, "{fields:?}");
+            assert_eq!(
+                (noted.names_others, noted.content_length, noted.transfer_encoding),
+                (*others, *cl, *te),
+                "{fields:?}"
+            );
         }
     }
 

@@ -66,6 +66,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
+/// A number of milliseconds as a header value (`x-envoy-upstream-service-time`),
+/// without formatting and allocating one for the usual small values.
+pub fn millis(ms: u64) -> HeaderValue {
+    // Static values: a clone is a copy, with no reference count to touch
+    // from every worker (a few KiB, made once for the process).
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..SMALL_MILLIS)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    match SMALL.get(ms as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(ms),
+    }
+}
+
+const SMALL_MILLIS: u64 = 1000;
+
 /// The comma-separated elements of every `name` field, trimmed (empty
 /// elements included: each caller decides what an empty one means).
 pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl DoubleEndedIterator<Item = &[u8]> {
@@ -139,22 +157,32 @@ pub fn apply_xff(
         }
         return remote;
     }
-    let entries: Vec<&str> = headers
+    // The entry `trusted_hops` from the end, across every field, counted
+    // backwards: no list to build.
+    headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let idx = entries.len().checked_sub(1 + trusted_hops as usize);
-    idx.and_then(|i| entries[i].parse().ok()).unwrap_or(remote)
+        .rev()
+        .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','))
+        .nth(trusted_hops as usize)
+        .and_then(|e| std::str::from_utf8(e.trim_ascii()).ok())
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(remote)
 }
 
 /// `x-forwarded-proto`: an edge proxy (use_remote_address) sets it from the
 /// connection; otherwise an existing value is trusted and only filled in.
 pub fn apply_forwarded_proto(headers: &mut HeaderMap, use_remote_address: bool, scheme: &'static str) {
-    if use_remote_address || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    let value = HeaderValue::from_static(scheme);
+    // One hashed lookup either way (the entry), not a look then an insert.
+    match headers.entry(X_FORWARDED_PROTO.clone()) {
+        http::header::Entry::Occupied(mut e) if use_remote_address => {
+            e.insert(value);
+        }
+        http::header::Entry::Occupied(_) => {}
+        http::header::Entry::Vacant(e) => {
+            e.insert(value);
+        }
     }
 }
 
@@ -187,6 +215,13 @@ pub fn request_id_decision(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_are_decimal_on_both_sides_of_the_table() {
+        for ms in [0, 7, 42, 999, 1000, 15000, u64::MAX] {
+            assert_eq!(millis(ms), ms.to_string().as_str(), "{ms}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -141,6 +141,9 @@ pub struct RouteAction {
     pub host_rewrite: HostRewrite,
     /// None: no timeout (`timeout: 0s`).
     pub timeout: Option<Duration>,
+    /// `timeout` in milliseconds, as `x-envoy-expected-rq-timeout-ms`
+    /// carries it upstream (made once, not per request).
+    pub timeout_ms: Option<HeaderValue>,
     pub idle_timeout: Option<Duration>,
     /// Upgrade types allowed or refused at route level (overrides the HCM).
     pub upgrades: Vec<(String, bool)>,
@@ -673,6 +676,7 @@ fn compile_action(ra: &rpb::RouteAction) -> Result<RouteAction, String> {
         },
         host_rewrite,
         timeout,
+        timeout_ms: timeout.map(|t| HeaderValue::from(t.as_millis() as u64)),
         idle_timeout: ra.idle_timeout.as_ref().map(duration).filter(|d| !d.is_zero()),
         upgrades: ra
             .upgrade_configs

@@ -118,6 +118,7 @@ pub async fn serve(
         match c.exchange(head).await {
             After::KeepAlive => c.last_active = Instant::now(),
             After::Close => break,
+            After::Finished => return None,
             After::Tunnel(up) => {
                 c.tunnel(up).await;
                 return None;
@@ -366,6 +367,12 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
 enum After {
     KeepAlive,
     Close,
+    /// Close, and no lingering: the client said this request was its last
+    /// (`connection: close`, or HTTP/1.0 without keep-alive) and all of it
+    /// was read, so nothing unread can be in the socket to turn the close
+    /// into a reset (nginx skips its lingering close then too). Saves a
+    /// shutdown, a timer and a wake-up per connection.
+    Finished,
     Tunnel(UpstreamUpgrade),
 }
 
@@ -572,8 +579,11 @@ impl Connection {
             };
         }
         // A request body not read to its end leaves the connection unusable.
-        if keep && pump.is_none_or(|p| p.done && !p.failed) {
+        let body_read = pump.is_none_or(|p| p.done && !p.failed);
+        if keep && body_read {
             After::KeepAlive
+        } else if !client_keep_alive && body_read && self.read.is_empty() {
+            After::Finished
         } else {
             After::Close
         }

@@ -237,6 +237,9 @@ impl AcceptLoop {
                 return;
             }
         };
+        // Bound to one address, the socket's is every connection's local
+        // address: no getsockname per connection (a wildcard needs one).
+        let fixed_local = socket.local_addr().ok().filter(|a| !a.ip().is_unspecified());
         loop {
             if *self.stop.borrow() {
                 return;
@@ -260,7 +263,10 @@ impl AcceptLoop {
             let generation = self.current.load_full();
             let listener = generation.listener.clone();
             let drain = generation.drain.subscribe();
-            let local = stream.local_addr().unwrap_or(listener.address);
+            let local = match fixed_local {
+                Some(a) => a,
+                None => stream.local_addr().unwrap_or(listener.address),
+            };
             let conn = Arc::new(ConnInfo {
                 records_headers: listener.hcm.records_headers() || !listener.access_logs.is_empty(),
                 requests: std::sync::atomic::AtomicU32::new(0),

@@ -530,12 +530,14 @@ impl RouteTable {
 
 /// Lower-cases the host and strips the port when asked to. An IPv6 literal
 /// keeps its brackets.
-pub fn normalise_host(host: &str, strip_port: bool) -> String {
-    let host = host.to_ascii_lowercase();
-    if !strip_port {
-        return host;
+pub fn normalise_host(host: &str, strip_port: bool) -> std::borrow::Cow<'_, str> {
+    let host = if strip_port { strip_port_of(host) } else { host };
+    // Hosts nearly always come lower-case: no copy then.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
     }
-    strip_port_of(&host).to_string()
 }
 
 /// `host:port` → `host`; `[::1]:80` → `[::1]`; anything else unchanged.

@@ -83,6 +83,7 @@ pub async fn serve(
         io: stream,
         read: BytesMut::new(),
         out: VecDeque::new(),
+        head_buf: BytesMut::new(),
         drain: Box::pin(drained(drain.clone())),
         drain_rx: drain,
         drain_armed: false,
@@ -164,6 +165,8 @@ struct Connection {
     read: BytesMut,
     /// Response bytes not written yet.
     out: VecDeque<Bytes>,
+    /// Where response heads are written (see `queue_head`).
+    head_buf: BytesMut,
     drain: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The same signal, read without polling the future: once polled, the
     /// future stays registered and wakes this task when the drain starts,
@@ -633,7 +636,12 @@ impl Connection {
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>()
             + 160;
-        let mut out = BytesMut::with_capacity(size);
+        // The connection's head buffer: the previous head's bytes are
+        // written (and dropped) by now, so its storage is reused and a head
+        // costs no allocation (a new buffer per head cost two: its bytes
+        // and, frozen, their shared header).
+        self.head_buf.reserve(size);
+        let out = &mut self.head_buf;
         out.put_slice(if version == Version::HTTP_10 {
             b"HTTP/1.0 "
         } else {
@@ -692,7 +700,7 @@ impl Connection {
             out.put_slice(b"connection: keep-alive\r\n");
         }
         out.put_slice(b"\r\n");
-        self.out.push_back(out.freeze());
+        self.out.push_back(self.head_buf.split().freeze());
         framing
     }
 

@@ -1,7 +1,8 @@
 //! legate's own HTTP/1.1 server codec, on raw sockets: Envoy's local
 //! replies for refused requests (logged with DPE and Envoy's details),
 //! `request_headers_timeout`, `idle_timeout`, pipelining, HTTP/1.0
-//! keep-alive and chunked request bodies.
+//! keep-alive, chunked request bodies, and the connection-level fields
+//! that stop at the proxy.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -306,4 +307,97 @@ async fn a_request_abandoned_by_its_client_is_logged_with_dc() {
     let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
     let logged = std::fs::read_to_string(&log).expect("access log written");
     assert_eq!(logged.lines().collect::<Vec<_>>(), ["0 DC - GET"], "{logged}");
+}
+
+/// An origin that records each request head it reads and answers with
+/// connection-level fields of its own (and one it names in `connection`).
+async fn hop_by_hop_origin() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    // Requests here have no body: a head is a request.
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = got.drain(..end + 4).collect();
+                        let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+                        let reply = "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Resp-Drop\r\n\
+                                     Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+                                     X-Resp-Drop: 1\r\nX-Resp-Keep: 1\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The lower-cased field names of a head.
+fn field_names(head: &str) -> Vec<String> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.trim().to_ascii_lowercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn connection_level_fields_stop_at_the_proxy_both_ways() {
+    let (origin, mut heads) = hop_by_hop_origin().await;
+    let legate = Legate::start(
+        &front_bootstrap("", &route("/", "o", ""), &static_cluster("o", origin, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+    let mut s = TcpStream::connect(front).await.unwrap();
+    // Twice on one connection: the client's keep-alive holds although its
+    // `connection` field went no further.
+    for i in 0..2 {
+        s.write_all(
+            b"GET /hop HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Drop\r\n\
+              Keep-Alive: timeout=9\r\nProxy-Connection: keep-alive\r\nX-Drop: 1\r\n\
+              TE: trailers\r\nX-Keep: 1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let reply = read_responses(&mut s, 1).await.remove(0);
+        assert!(reply.starts_with("HTTP/1.1 200"), "request {i}: {reply}");
+        let names = field_names(&reply);
+        assert!(names.contains(&"x-resp-keep".to_string()), "request {i}: {reply}");
+        for gone in ["connection", "keep-alive", "proxy-connection", "x-resp-drop"] {
+            assert!(
+                !names.contains(&gone.to_string()),
+                "request {i}: {gone} in {reply}"
+            );
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .expect("the origin got the request")
+            .unwrap();
+        let names = field_names(&seen);
+        for kept in ["x-keep", "te"] {
+            assert!(
+                names.contains(&kept.to_string()),
+                "request {i}: no {kept} in {seen}"
+            );
+        }
+        for gone in ["keep-alive", "proxy-connection", "x-drop"] {
+            assert!(
+                !names.contains(&gone.to_string()),
+                "request {i}: {gone} in {seen}"
+            );
+        }
+    }
 }

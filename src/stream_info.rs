@@ -301,7 +301,8 @@ pub struct StreamInfo {
     pub response_trailers: Option<HeaderMap>,
     pub response_flags: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%` (`via_upstream`, `route_not_found`…).
-    pub response_code_details: Option<String>,
+    /// Borrowed for the fixed details (`via_upstream`): no allocation per request.
+    pub response_code_details: Option<std::borrow::Cow<'static, str>>,
     /// Request body bytes received from downstream.
     pub bytes_received: u64,
     /// Response body bytes sent downstream.

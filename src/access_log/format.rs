@@ -808,7 +808,10 @@ impl Operator {
             }
             C::ResponseFlags => Value::Str(Cow::Owned(info.response_flags.short())),
             C::ResponseFlagsLong => Value::Str(Cow::Owned(info.response_flags.long())),
-            C::ResponseCodeDetails => opt_str(&info.response_code_details),
+            C::ResponseCodeDetails => match &info.response_code_details {
+                Some(s) => Value::Str(Cow::Borrowed(s)),
+                None => Value::Missing,
+            },
             C::BytesReceived => Value::Num(info.bytes_received),
             C::BytesSent => Value::Num(info.bytes_sent),
             C::Duration => Value::Num(millis(info.duration())),

@@ -474,7 +474,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>, peer: Peer) -> Respo
         info.response_code = resp.status().as_u16();
         info.bytes_sent = body_bytes;
         info.response_headers = Some(resp.headers().clone());
-        info.response_code_details = Some("admin_filter_response".to_string());
+        info.response_code_details = Some("admin_filter_response".into());
         info.finish();
         for log in &state.access_logs {
             log.log(&info);

@@ -276,7 +276,7 @@ fn local(
     if let Some(f) = flag {
         info.response_flags.insert(f);
     }
-    info.response_code_details = Some(details.to_string());
+    info.response_code_details = Some(details.to_string().into());
     Outcome {
         response: reply(status, body),
         received: None,

@@ -87,6 +87,7 @@ async fn serve_h2(io: Prefixed, conn: Arc<ConnInfo>, mut drain: watch::Receiver<
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(hcm.max_request_headers_kb.saturating_mul(1024))
+        .max_concurrent_streams(hcm.h2_max_concurrent_streams)
         .adaptive_window(true);
     let connection = builder.serve_connection(io, svc);
     tokio::pin!(connection);

@@ -74,6 +74,9 @@ pub struct Hcm {
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub max_requests_per_connection: Option<u32>,
+    /// `http2_protocol_options.max_concurrent_streams` for downstream HTTP/2
+    /// (Envoy's default 2^31-1; hyper's own would be 200).
+    pub h2_max_concurrent_streams: u32,
     pub strip_matching_host_port: bool,
     pub strip_any_host_port: bool,
     /// (upgrade type lower-cased, enabled)
@@ -240,6 +243,12 @@ impl Hcm {
             max_request_headers_kb: h.max_request_headers_kb.unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB),
             max_headers_count: common.max_headers_count.unwrap_or(DEFAULT_MAX_HEADERS_COUNT),
             max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
+            h2_max_concurrent_streams: h
+                .http2_protocol_options
+                .as_ref()
+                .and_then(|o| o.max_concurrent_streams)
+                .unwrap_or(super::cluster::DEFAULT_H2_MAX_STREAMS)
+                .max(1),
             strip_matching_host_port: h.strip_matching_host_port,
             strip_any_host_port: matches!(
                 h.strip_port_mode,

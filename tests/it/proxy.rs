@@ -603,3 +603,40 @@ async fn an_origin_may_answer_before_the_request_body_ends() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.ends_with("big!"), "{text}");
 }
+
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` legate announces on an h2c
+/// connection to `front`, read by a raw HTTP/2 client after one request.
+async fn announced_max_streams(front: SocketAddr) -> usize {
+    use std::future::Future;
+    let tcp = tokio::net::TcpStream::connect(front).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let request = http::Request::get(format!("http://{front}/")).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).expect("send");
+    let mut response = std::pin::pin!(response);
+    // The connection is driven while the response is awaited; the server's
+    // SETTINGS precede its response.
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        std::future::poll_fn(|cx| {
+            let _ = std::pin::Pin::new(&mut conn).poll(cx);
+            response.as_mut().poll(cx)
+        }),
+    )
+    .await
+    .expect("a response within 5 s")
+    .expect("response");
+    assert_eq!(response.status(), 200);
+    conn.max_concurrent_send_streams()
+}
+
+#[tokio::test]
+async fn downstream_http2_allows_envoys_concurrent_streams_or_the_configured_number() {
+    let o = origin::start("o").await;
+    let cluster = static_cluster("o", o, "");
+    // Envoy's default is 2^31-1 (hyper's own would be 200).
+    let legate = Legate::start(&front_bootstrap("", &route("/", "o", ""), &cluster), &[]);
+    assert_eq!(announced_max_streams(legate.addr("front")).await, 2_147_483_647);
+    let configured = "          http2_protocol_options: {max_concurrent_streams: 7}";
+    let legate = Legate::start(&front_bootstrap(configured, &route("/", "o", ""), &cluster), &[]);
+    assert_eq!(announced_max_streams(legate.addr("front")).await, 7);
+}

@@ -11,6 +11,8 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
+
+use super::headers::{KEEP_ALIVE_NAME, PROXY_CONNECTION_NAME};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -197,7 +199,7 @@ impl FieldSpans {
                 noted.content_length = true;
             } else if name == TRANSFER_ENCODING {
                 noted.transfer_encoding = true;
-            } else if name == KEEP_ALIVE || name == PROXY_CONNECTION {
+            } else if name == KEEP_ALIVE_NAME || name == PROXY_CONNECTION_NAME {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
@@ -208,9 +210,6 @@ impl FieldSpans {
     }
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 /// What a head's connection-level fields said, noted while the head became
 /// a map: keep-alive and framing are then decided without lookups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,9 +218,6 @@ pub struct ConnectionFields {
     pub close: bool,
     /// `connection: keep-alive`.
     pub keep_alive: bool,
-    /// A `connection` option other than those two (a field to drop,
-    /// `upgrade`): that `connection` field is kept in the map.
-    pub names_others: bool,
     pub content_length: bool,
     pub transfer_encoding: bool,
 }
@@ -240,7 +236,6 @@ impl ConnectionFields {
                 others = true;
             }
         }
-        self.names_others |= others;
         others
     }
 
@@ -475,40 +470,31 @@ mod tests {
 
     #[test]
     fn connection_only_fields_stay_out_of_the_map() {
-        // (fields, names left in the map, names_others, content_length, transfer_encoding)
-        let cases: &[(&str, &[&str], bool, bool, bool)] = &[
-            (
-                "connection: keep-alive\r\nx-a: 1\r\n",
-                &["x-a"],
-                false,
-                false,
-                false,
-            ),
+        // (fields, names left in the map, content_length, transfer_encoding)
+        let cases: &[(&str, &[&str], bool, bool)] = &[
+            ("connection: keep-alive\r\nx-a: 1\r\n", &["x-a"], false, false),
             (
                 "Connection: close\r\nkeep-alive: timeout=5\r\n",
                 &[],
-                false,
                 false,
                 false,
             ),
             (
                 "proxy-connection: keep-alive\r\ncontent-length: 3\r\n",
                 &["content-length"],
-                false,
                 true,
                 false,
             ),
+            // Naming another field (or `upgrade`), `connection` stays.
             (
                 "connection: x-a, close\r\nx-a: 1\r\n",
                 &["connection", "x-a"],
-                true,
                 false,
                 false,
             ),
             (
                 "connection: Upgrade\r\nupgrade: websocket\r\n",
                 &["connection", "upgrade"],
-                true,
                 false,
                 false,
             ),
@@ -516,17 +502,16 @@ mod tests {
                 "transfer-encoding: chunked\r\n",
                 &["transfer-encoding"],
                 false,
-                false,
                 true,
             ),
         ];
-        for (fields, names, others, cl, te) in cases {
+        for (fields, names, cl, te) in cases {
             let (map, noted) = noted(fields);
             let got: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
             assert_eq!(got, *names, "{fields:?}");
             assert_eq!(
-                (noted.names_others, noted.content_length, noted.transfer_encoding),
-                (*others, *cl, *te),
+                (noted.content_length, noted.transfer_encoding),
+                (*cl, *te),
                 "{fields:?}"
             );
         }

@@ -106,8 +106,8 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 const CONNECTION_AT: usize = 0;
 const UPGRADE_AT: usize = 1;
 const TE_AT: usize = 3;
-const KEEP_ALIVE_NAME: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION_NAME: HeaderName = HeaderName::from_static("proxy-connection");
+pub const KEEP_ALIVE_NAME: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION_NAME: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes `expect: 100-continue` (and only that expectation).
 pub fn remove_expect_continue(headers: &mut HeaderMap) {

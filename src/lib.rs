@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod local_info;
 pub mod model;
 pub mod proto;
 pub mod runtime;

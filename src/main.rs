@@ -128,6 +128,12 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "--config-yaml".to_string());
     match args.mode {
         Mode::Validate => {
+            // What serving would compile (route tables, clusters, listener
+            // options), without binding or resolving anything.
+            if let Err(e) = legate::model::Snapshot::from_bootstrap(&loaded.bootstrap) {
+                eprintln!("legate: error initializing configuration: {shown}: {e}");
+                return ExitCode::FAILURE;
+            }
             if args.print_config {
                 match config::to_yaml(&loaded.dynamic) {
                     Ok(y) => print!("{y}"),

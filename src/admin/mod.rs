@@ -19,7 +19,7 @@ pub mod stats_format;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -193,7 +193,7 @@ impl AdminState {
             stats_flush_interval,
             drain_listeners: None,
             access_logs,
-            local_ip: primary_local_ip(),
+            local_ip: crate::local_info::address(),
         })
     }
 
@@ -490,19 +490,20 @@ async fn handle(state: &AdminState, req: Request<Incoming>, peer: Peer) -> Respo
 /// `x-forwarded-proto`.
 fn request_info(parts: &http::request::Parts, path: &str, peer: Peer, local_ip: IpAddr) -> StreamInfo {
     let mut headers = parts.headers.clone();
-    let xff_ip = if peer.remote.ip().is_loopback() {
-        local_ip
-    } else {
-        peer.remote.ip()
+    // The admin connection manager is an edge with no internal addresses.
+    let edge = crate::http::headers::XffPolicy {
+        use_remote_address: true,
+        trusted_hops: 0,
+        skip_append: false,
     };
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev},{xff_ip}"),
-        _ => xff_ip.to_string(),
-    };
-    if let Ok(v) = http::HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+    crate::http::headers::mutate_request(
+        &mut headers,
+        peer.remote.ip(),
+        local_ip,
+        edge,
+        &Default::default(),
+        "http",
+    );
     let authority = parts
         .uri
         .authority()
@@ -536,22 +537,6 @@ async fn body_len(mut body: Incoming) -> u64 {
         }
     }
     n
-}
-
-/// The address Envoy's `LocalInfo` reports (`Network::Utility::getLocalAddress`:
-/// the first non-loopback IPv4 address of the host): here the source address
-/// of the default route, found by connecting a UDP socket (nothing is sent);
-/// 127.0.0.1 when there is no route.
-fn primary_local_ip() -> IpAddr {
-    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .ok()
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 // ---------------------------------------------------------------------------
@@ -667,13 +652,18 @@ mod tests {
             let info = request_info(&req(xff), "/healthcheck/fail?x=1", Peer { remote, local }, server);
             assert_eq!(info.request_headers["x-forwarded-for"], want, "{remote} {xff:?}");
             assert_eq!(info.request_headers["x-forwarded-proto"], "http");
+            // Nothing is internal to the admin: every request is external.
+            assert_eq!(
+                info.request_headers["x-envoy-external-address"],
+                remote.ip().to_string().as_str()
+            );
             assert_eq!(info.authority, "localhost:9901");
             assert_eq!(info.path, "/healthcheck/fail?x=1");
             assert_eq!(info.method, http::Method::POST);
             assert_eq!(info.downstream_remote_address, remote);
             assert_eq!(info.downstream_local_address, local);
         }
-        assert!(!primary_local_ip().is_unspecified());
+        assert!(!crate::local_info::address().is_unspecified());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::HeaderMap;
 
+pub use crate::model::listener::InternalAddresses;
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -119,55 +121,156 @@ pub fn remove_expect_continue(headers: &mut HeaderMap) {
     }
 }
 
-/// Envoy's historical default for "internal" addresses: RFC 1918, loopback
-/// and IPv6 unique-local.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_private() || v4.is_loopback())
+/// The `x-forwarded-for` entry `skip` places from the right, across all its
+/// fields, and whether it is the header's only entry (Envoy's
+/// `getLastAddressFromXFF`). An entry that is not an IP address is None.
+fn xff_entry(headers: &HeaderMap, skip: u32) -> (Option<IpAddr>, bool) {
+    let mut entries = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .rev()
+        .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','));
+    let Some(entry) = entries.nth(skip as usize) else {
+        return (None, false);
+    };
+    let only = skip == 0 && entries.next().is_none();
+    let ip = std::str::from_utf8(entry.trim_ascii())
+        .ok()
+        .and_then(|e| e.parse().ok());
+    (ip, only)
+}
+
+/// How a listener's connection manager treats client addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XffPolicy {
+    pub use_remote_address: bool,
+    pub trusted_hops: u32,
+    pub skip_append: bool,
+}
+
+/// Who a request is from, settled as it arrives (Envoy's
+/// `mutateRequestHeaders`), before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The trusted client address: the peer, or an `x-forwarded-for` entry.
+    pub address: IpAddr,
+    /// `address` came from `x-forwarded-for` (Envoy logs it with port 0).
+    pub from_xff: bool,
+    /// Internal: marked `x-envoy-internal: true`, its `x-envoy-*` control
+    /// headers kept.
+    pub internal: bool,
+    /// An external request at an edge proxy (`use_remote_address`): it gets
+    /// `x-envoy-external-address` and a fresh request id.
+    pub edge: bool,
+}
+
+/// The trusted client address and whether it may make the request internal.
+/// With `use_remote_address` it is the peer, or with N trusted hops the Nth
+/// entry from the right of the incoming `x-forwarded-for`; only a request
+/// that arrived without `x-forwarded-for` can be internal. Otherwise it is
+/// the entry `trusted_hops` from the right, and only a lone entry (no hops)
+/// can make the request internal: no `x-forwarded-for`, no internal request.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, xff: XffPolicy) -> (IpAddr, bool, bool) {
+    if xff.use_remote_address {
+        let present = headers.contains_key(&X_FORWARDED_FOR);
+        let from_xff = if present && xff.trusted_hops > 0 {
+            xff_entry(headers, xff.trusted_hops - 1).0
+        } else {
+            None
+        };
+        (from_xff.unwrap_or(peer), from_xff.is_some(), !present)
+    } else {
+        match xff_entry(headers, xff.trusted_hops) {
+            (Some(ip), only) => (ip, true, only),
+            (None, _) => (peer, false, false),
         }
     }
 }
 
-/// Applies `x-forwarded-for` and returns the trusted client address:
-/// with `use_remote_address` it is the peer (appended to XFF unless
-/// `skip_xff_append`); otherwise the XFF entry `trusted_hops` from the right,
-/// falling back to the peer.
-pub fn apply_xff(
+/// Control headers a client outside the trusted network may not send
+/// (Envoy's `cleanInternalHeaders`); the edge-only ones follow.
+const CONTROL: [&str; 14] = [
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+const EDGE_CONTROL: [&str; 3] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// Envoy's request-header rules for where a request comes from:
+/// `x-forwarded-for` (appended at an edge: the peer, or `local_ip` for a
+/// loopback peer, as Envoy appends its own address then), `x-forwarded-proto`,
+/// internal or external (`x-envoy-internal` is never taken from a client),
+/// the external request's `x-envoy-*` control headers removed and, at an
+/// edge, `x-envoy-external-address`. The request id is the caller's (it is
+/// random).
+pub fn mutate_request(
     headers: &mut HeaderMap,
-    remote: IpAddr,
-    use_remote_address: bool,
-    trusted_hops: u32,
-    skip_append: bool,
-) -> IpAddr {
-    if use_remote_address {
-        if !skip_append {
-            let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev},{remote}"),
-                _ => remote.to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&joined) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
+    peer: IpAddr,
+    local_ip: IpAddr,
+    xff: XffPolicy,
+    internal_addresses: &InternalAddresses,
+    scheme: &'static str,
+) -> Client {
+    let (address, from_xff, trusted) = client_address(headers, peer, xff);
+    if xff.use_remote_address && !xff.skip_append {
+        let appended = if peer.is_loopback() { local_ip } else { peer };
+        let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev},{appended}"),
+            _ => appended.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&joined) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        return remote;
     }
-    // The entry `trusted_hops` from the end, across every field, counted
-    // backwards: no list to build.
-    headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .rev()
-        .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','))
-        .nth(trusted_hops as usize)
-        .and_then(|e| std::str::from_utf8(e.trim_ascii()).ok())
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(remote)
+    // A trusted proxy in front (hops) may have set the scheme already.
+    apply_forwarded_proto(headers, xff.use_remote_address && xff.trusted_hops == 0, scheme);
+    let internal = trusted && internal_addresses.contains(address);
+    let edge = !internal && xff.use_remote_address;
+    // One walk over the names: removals (hashed lookups) only for what is there.
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if n.starts_with("x-envoy-")
+            && (n == X_ENVOY_INTERNAL.as_str()
+                || (!internal && CONTROL.contains(&n))
+                || (edge && EDGE_CONTROL.contains(&n)))
+        {
+            found.push(name.clone());
+        }
+    }
+    for name in &found {
+        headers.remove(name);
+    }
+    if internal {
+        headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+    }
+    if edge {
+        if let Ok(v) = HeaderValue::from_str(&address.to_string()) {
+            headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+        }
+    }
+    Client {
+        address,
+        from_xff,
+        internal,
+        edge,
+    }
 }
 
 /// `x-forwarded-proto`: an edge proxy (use_remote_address) sets it from the
@@ -280,71 +383,252 @@ mod tests {
         assert_eq!(h.get("connection").unwrap(), "upgrade");
     }
 
+    /// Envoy's documented x-forwarded-for examples and its internal/edge
+    /// rules, with 10.0.0.0/8 configured as internal.
     #[test]
-    fn xff() {
-        let peer: IpAddr = "10.0.0.9".parse().unwrap();
-        type Case<'a> = (
-            &'a [(&'a str, &'a str)],
-            bool,
-            u32,
-            bool,
-            Option<&'a str>,
-            &'a str,
-        );
-        let cases: &[Case] = &[
-            // (headers, use_remote_address, hops, skip_append, XFF after, trusted client)
-            (&[], true, 0, false, Some("10.0.0.9"), "10.0.0.9"),
-            (
-                &[("x-forwarded-for", "1.1.1.1")],
+    fn mutate_request_by_where_it_comes_from() {
+        struct Case {
+            xff_in: Option<&'static str>,
+            peer: &'static str,
+            ura: bool,
+            hops: u32,
+            skip: bool,
+            xff_out: Option<&'static str>,
+            client: &'static str,
+            from_xff: bool,
+            internal: bool,
+            edge: bool,
+        }
+        let c = |xff_in, peer, ura, hops, skip, xff_out, client, from_xff, internal, edge| Case {
+            xff_in,
+            peer,
+            ura,
+            hops,
+            skip,
+            xff_out,
+            client,
+            from_xff,
+            internal,
+            edge,
+        };
+        let cases = [
+            // Edge proxy: the peer is the client and is appended.
+            c(
+                None,
+                "8.8.8.8",
+                true,
+                0,
+                false,
+                Some("8.8.8.8"),
+                "8.8.8.8",
+                false,
+                false,
+                true,
+            ),
+            c(
+                None,
+                "10.0.0.9",
+                true,
+                0,
+                false,
+                Some("10.0.0.9"),
+                "10.0.0.9",
+                false,
+                true,
+                false,
+            ),
+            // An incoming XFF makes even an internal peer external.
+            c(
+                Some("1.1.1.1"),
+                "10.0.0.9",
                 true,
                 0,
                 false,
                 Some("1.1.1.1,10.0.0.9"),
                 "10.0.0.9",
+                false,
+                false,
+                true,
             ),
-            (
-                &[("x-forwarded-for", "1.1.1.1")],
+            c(
+                Some("1.1.1.1"),
+                "10.0.0.9",
                 true,
                 0,
                 true,
                 Some("1.1.1.1"),
                 "10.0.0.9",
+                false,
+                false,
+                true,
             ),
-            (
-                &[("x-forwarded-for", "1.1.1.1")],
+            // A loopback peer: Envoy appends its own address.
+            c(
+                None,
+                "127.0.0.1",
+                true,
+                0,
+                false,
+                Some("192.0.2.7"),
+                "127.0.0.1",
+                false,
+                false,
+                true,
+            ),
+            // One trusted hop: the client is the last entry before appending.
+            c(
+                Some("1.1.1.1, 2.2.2.2"),
+                "10.0.0.9",
+                true,
+                1,
+                false,
+                Some("1.1.1.1, 2.2.2.2,10.0.0.9"),
+                "2.2.2.2",
+                true,
+                false,
+                true,
+            ),
+            c(
+                Some("1.1.1.1"),
+                "10.0.0.9",
+                true,
+                2,
+                false,
+                Some("1.1.1.1,10.0.0.9"),
+                "10.0.0.9",
+                false,
+                false,
+                true,
+            ),
+            // Sidecar (no use_remote_address): XFF is read, never appended.
+            c(
+                Some("10.1.1.1"),
+                "8.8.8.8",
+                false,
+                0,
+                false,
+                Some("10.1.1.1"),
+                "10.1.1.1",
+                true,
+                true,
+                false,
+            ),
+            c(
+                Some("1.1.1.1"),
+                "10.0.0.9",
                 false,
                 0,
                 false,
                 Some("1.1.1.1"),
                 "1.1.1.1",
+                true,
+                false,
+                false,
             ),
-            (
-                &[("x-forwarded-for", "1.1.1.1, 2.2.2.2")],
+            c(
+                Some("10.1.1.1,10.2.2.2"),
+                "10.0.0.9",
+                false,
+                0,
+                false,
+                Some("10.1.1.1,10.2.2.2"),
+                "10.2.2.2",
+                true,
+                false,
+                false,
+            ),
+            c(
+                Some("1.1.1.1, 2.2.2.2"),
+                "10.0.0.9",
                 false,
                 1,
                 false,
                 Some("1.1.1.1, 2.2.2.2"),
                 "1.1.1.1",
+                true,
+                false,
+                false,
             ),
-            (
-                &[("x-forwarded-for", "1.1.1.1")],
+            c(
+                Some("1.1.1.1"),
+                "10.0.0.9",
                 false,
                 3,
                 false,
                 Some("1.1.1.1"),
                 "10.0.0.9",
+                false,
+                false,
+                false,
             ),
-            (&[], false, 0, false, None, "10.0.0.9"),
+            c(
+                Some("not-an-ip"),
+                "10.0.0.9",
+                false,
+                0,
+                false,
+                Some("not-an-ip"),
+                "10.0.0.9",
+                false,
+                false,
+                false,
+            ),
+            // No XFF: even an internal peer is external (not an edge).
+            c(
+                None, "10.0.0.9", false, 0, false, None, "10.0.0.9", false, false, false,
+            ),
         ];
-        for (headers, ura, hops, skip, after, client) in cases {
-            let mut h = map(headers);
-            let got = apply_xff(&mut h, peer, *ura, *hops, *skip);
-            assert_eq!(got.to_string(), *client, "{headers:?}");
-            assert_eq!(
-                h.get("x-forwarded-for").map(|v| v.to_str().unwrap()),
-                *after,
-                "{headers:?}"
+        let internal = InternalAddresses::new(vec![("10.0.0.0".parse().unwrap(), 8)]);
+        let local_ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for (i, k) in cases.iter().enumerate() {
+            let mut h = map(&[
+                ("x-envoy-internal", "true"),
+                ("x-envoy-upstream-rq-timeout-ms", "5"),
+                ("x-envoy-downstream-service-cluster", "spoofed"),
+                ("x-envoy-external-address", "spoofed"),
+                ("x-envoy-custom", "kept"),
+            ]);
+            if let Some(x) = k.xff_in {
+                h.insert("x-forwarded-for", x.parse().unwrap());
+            }
+            let policy = XffPolicy {
+                use_remote_address: k.ura,
+                trusted_hops: k.hops,
+                skip_append: k.skip,
+            };
+            let got = mutate_request(
+                &mut h,
+                k.peer.parse().unwrap(),
+                local_ip,
+                policy,
+                &internal,
+                "http",
             );
+            let want = Client {
+                address: k.client.parse().unwrap(),
+                from_xff: k.from_xff,
+                internal: k.internal,
+                edge: k.edge,
+            };
+            assert_eq!(got, want, "case {i}");
+            let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(get("x-forwarded-for").as_deref(), k.xff_out, "case {i}");
+            assert_eq!(get("x-envoy-internal").is_some(), k.internal, "case {i}");
+            assert_eq!(
+                get("x-envoy-upstream-rq-timeout-ms").is_some(),
+                k.internal,
+                "case {i}"
+            );
+            let cluster = get("x-envoy-downstream-service-cluster");
+            assert_eq!(cluster.is_none(), k.edge, "case {i}");
+            let external = get("x-envoy-external-address");
+            if k.edge {
+                assert_eq!(external.as_deref(), Some(k.client), "case {i}");
+            } else {
+                // Not an edge: a client's value passes, as in Envoy.
+                assert_eq!(external.as_deref(), Some("spoofed"), "case {i}");
+            }
+            assert_eq!(get("x-envoy-custom").as_deref(), Some("kept"), "case {i}");
         }
     }
 
@@ -365,16 +649,30 @@ mod tests {
     }
 
     #[test]
-    fn internal_addresses() {
-        for (ip, want) in [
-            ("10.1.2.3", true),
-            ("127.0.0.1", true),
-            ("8.8.8.8", false),
-            ("::1", true),
-            ("fd00::1", true),
-            ("2001:db8::1", false),
+    fn internal_address_ranges() {
+        let none = InternalAddresses::default();
+        let ranges = InternalAddresses::new(vec![
+            ("10.0.0.0".parse().unwrap(), 8),
+            ("192.168.1.128".parse().unwrap(), 25),
+            ("fd00::".parse().unwrap(), 8),
+            ("127.0.0.1".parse().unwrap(), 32),
+        ]);
+        let all = InternalAddresses::new(vec![("0.0.0.0".parse().unwrap(), 0)]);
+        for (ip, want_ranges, want_all) in [
+            ("10.1.2.3", true, true),
+            ("11.0.0.1", false, true),
+            ("192.168.1.200", true, true),
+            ("192.168.1.100", false, true),
+            ("127.0.0.1", true, true),
+            ("127.0.0.2", false, true),
+            ("::ffff:10.9.9.9", true, true),
+            ("fd12::1", true, false),
+            ("fe80::1", false, false),
         ] {
-            assert_eq!(is_internal(ip.parse().unwrap()), want, "{ip}");
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!none.contains(ip), "{ip}: nothing is internal by default");
+            assert_eq!(ranges.contains(ip), want_ranges, "{ip}");
+            assert_eq!(all.contains(ip), want_all, "{ip}");
         }
     }
 

@@ -57,7 +57,19 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
     let mut req = req;
-    assign_request_id(&hcm, &conn, req.headers_mut());
+    let client = hdr::mutate_request(
+        req.headers_mut(),
+        conn.remote.ip(),
+        crate::local_info::address(),
+        hdr::XffPolicy {
+            use_remote_address: hcm.use_remote_address,
+            trusted_hops: hcm.xff_num_trusted_hops,
+            skip_append: hcm.skip_xff_append,
+        },
+        &hcm.internal_addresses,
+        "http",
+    );
+    assign_request_id(&hcm, client.edge, req.headers_mut());
     let authority = authority_of(&req);
     // Header copies only when something will read them (access logs,
     // formatted header values): they cost an allocation per request.
@@ -78,6 +90,11 @@ pub async fn handle(
         conn.local,
     ));
     info.connection_id = conn.connection_id;
+    if client.from_xff {
+        // Envoy's downstream remote address is the trusted client; one from
+        // x-forwarded-for has no port.
+        info.downstream_remote_address = SocketAddr::new(client.address, 0);
+    }
     let stats = &hcm.stats;
     stats.downstream_rq_total.inc();
     stats.downstream_rq_active.inc();
@@ -91,7 +108,7 @@ pub async fn handle(
         info: Some(info),
         conn: &conn,
     };
-    let outcome = route_and_forward(&conn, &hcm, req, authority, unanswered.info()).await;
+    let outcome = route_and_forward(&conn, &hcm, req, authority, client.internal, unanswered.info()).await;
     let info = unanswered.answered();
     Ok(finish(&conn, &hcm, outcome, info, http1))
 }
@@ -248,8 +265,7 @@ fn authority_of(req: &Request<DownstreamBody>) -> Option<String> {
 /// local replies (404 NR, 503 UH…) log one too: generated when absent (and
 /// `generate_request_id`), or replaced at an edge unless
 /// `preserve_external_request_id`.
-fn assign_request_id(hcm: &Hcm, conn: &ConnInfo, headers: &mut http::HeaderMap) {
-    let edge_external = hcm.use_remote_address && !hdr::is_internal(conn.remote.ip());
+fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderMap) {
     if hdr::request_id_decision(
         headers.contains_key(&hdr::X_REQUEST_ID),
         hcm.generate_request_id,
@@ -307,8 +323,10 @@ async fn route_and_forward(
     hcm: &Hcm,
     req: Request<DownstreamBody>,
     authority: Option<String>,
+    internal: bool,
     info: &mut StreamInfo,
 ) -> Outcome {
+    let mut req = req;
     let http10 = req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09;
     if http10 && !hcm.accept_http_10 {
         // Envoy refuses HTTP/1.0 unless http_protocol_options.accept_http_10.
@@ -365,6 +383,13 @@ async fn route_and_forward(
             }
         },
     };
+    if !internal {
+        // The route configuration's `internal_only_headers`, before routing
+        // sees them.
+        for name in &table.internal_only_headers {
+            req.headers_mut().remove(name);
+        }
+    }
     let strip = hcm.strip_any_host_port
         || (hcm.strip_matching_host_port
             && route_table::strip_port_of(&authority) != authority
@@ -594,7 +619,8 @@ async fn forward(
             headers: req.headers(),
         };
         let peer = route_table::Peer {
-            remote: conn.remote,
+            // The trusted client (x-forwarded-for's when it says so), as Envoy.
+            remote: info.downstream_remote_address,
             local: conn.local,
         };
         route_table::compute_hash(&action.hash_policies, &view, peer, &mut set_cookies)
@@ -635,7 +661,6 @@ async fn forward(
         Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
     } && upgrade.is_none();
     let upstream_req = match build_upstream_request(
-        conn,
         hcm,
         table,
         vhost,
@@ -865,7 +890,6 @@ fn classify(e: &upstream::SendError) -> (ResponseFlags, &'static str, Option<Str
 
 #[allow(clippy::too_many_arguments)]
 fn build_upstream_request(
-    conn: &ConnInfo,
     hcm: &Hcm,
     table: &RouteTable,
     vhost: &VirtualHost,
@@ -887,19 +911,8 @@ fn build_upstream_request(
         // when the body is first read) and does not forward the header.
         hdr::remove_expect_continue(&mut headers);
     }
-    let client_ip = hdr::apply_xff(
-        &mut headers,
-        conn.remote.ip(),
-        hcm.use_remote_address,
-        hcm.xff_num_trusted_hops,
-        hcm.skip_xff_append,
-    );
-    let internal = hdr::is_internal(client_ip);
-    if hcm.use_remote_address && internal {
-        headers.insert(hdr::X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
-    }
-    hdr::apply_forwarded_proto(&mut headers, hcm.use_remote_address, "http");
-    // x-request-id was settled when the request arrived (assign_request_id);
+    // x-forwarded-for, x-forwarded-proto, x-envoy-internal and x-request-id
+    // were settled when the request arrived (`handle`);
     // x-envoy-upstream-rq-timeout-ms was taken out by `forward`.
     if let Some(t) = route_timeout {
         if !hcm.suppress_envoy_headers {

@@ -1,7 +1,7 @@
 //! A listener and its HTTP connection manager, as the data plane uses them.
 
 use super::duration;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ pub struct Hcm {
     pub use_remote_address: bool,
     pub xff_num_trusted_hops: u32,
     pub skip_xff_append: bool,
+    /// `internal_address_config`: which trusted client addresses make a
+    /// request internal (none when unset, as in Envoy 1.36+).
+    pub internal_addresses: InternalAddresses,
     pub via: String,
     pub generate_request_id: bool,
     pub preserve_external_request_id: bool,
@@ -122,7 +125,7 @@ pub fn socket_addr(a: Option<&crate::proto::envoy::config::core::v3::Address>) -
     let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
         return Err("a listener needs a socket_address".into());
     };
-    let ip: std::net::IpAddr = sa
+    let ip: IpAddr = sa
         .address
         .parse()
         .map_err(|_| format!("`{}` is not an IP address", sa.address))?;
@@ -221,6 +224,7 @@ impl Hcm {
             use_remote_address: h.use_remote_address.unwrap_or(false),
             xff_num_trusted_hops: h.xff_num_trusted_hops,
             skip_xff_append: h.skip_xff_append,
+            internal_addresses: internal_addresses(h.internal_address_config.as_ref())?,
             via: h.via.clone(),
             generate_request_id: h.generate_request_id.unwrap_or(true),
             preserve_external_request_id: h.preserve_external_request_id,
@@ -263,4 +267,62 @@ impl Hcm {
             stats: super::stats::HttpStats::new(&h.stat_prefix),
         })
     }
+}
+
+/// The addresses that make a request internal (`internal_address_config`
+/// `cidr_ranges`). Unset, no address does: Envoy 1.36 removed its old
+/// default of trusting RFC 1918 and loopback peers (the
+/// `explicit_internal_address_config` runtime guard, CVE-2024-45806).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InternalAddresses {
+    ranges: Vec<(IpAddr, u8)>,
+}
+
+impl InternalAddresses {
+    /// Ranges as (network, prefix length); a longer prefix than the family
+    /// has is clamped.
+    pub fn new(ranges: Vec<(IpAddr, u8)>) -> InternalAddresses {
+        InternalAddresses { ranges }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // A v4 peer on a dual-stack socket arrives v4-mapped.
+        let ip = ip.to_canonical();
+        self.ranges.iter().any(|&(net, len)| match (ip, net) {
+            (IpAddr::V4(a), IpAddr::V4(n)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+                u32::from(a) & mask == u32::from(n) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(n)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+                u128::from(a) & mask == u128::from(n) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
+/// `internal_address_config.cidr_ranges`, checked as Envoy checks them
+/// (`unix_sockets` needs nothing: legate listens on IP sockets only).
+fn internal_addresses(
+    config: Option<&http_connection_manager::InternalAddressConfig>,
+) -> Result<InternalAddresses, String> {
+    let mut ranges = Vec::new();
+    for (i, r) in config.map_or(&[][..], |c| &c.cidr_ranges[..]).iter().enumerate() {
+        let at = format!("internal_address_config.cidr_ranges[{i}]");
+        let net: IpAddr = r
+            .address_prefix
+            .parse()
+            .map_err(|_| format!("{at}.address_prefix: `{}` is not an IP address", r.address_prefix))?;
+        let len = r.prefix_len.unwrap_or(0);
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!(
+                "{at}.prefix_len: {len} is longer than an {} address ({max} bits)",
+                if net.is_ipv4() { "IPv4" } else { "IPv6" }
+            ));
+        }
+        ranges.push((net, len as u8));
+    }
+    Ok(InternalAddresses::new(ranges))
 }

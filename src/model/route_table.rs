@@ -30,6 +30,8 @@ pub struct RouteTable {
     pub response_headers: HeaderOps,
     /// Port handling in Host matching (`ignore_port_in_host_matching`).
     pub ignore_port_in_host_matching: bool,
+    /// `internal_only_headers`: removed from requests that are not internal.
+    pub internal_only_headers: Vec<http::HeaderName>,
     formatted: bool,
 }
 
@@ -436,6 +438,15 @@ impl RouteTable {
                 &rc.response_headers_to_remove,
             )?,
             ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+            internal_only_headers: rc
+                .internal_only_headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    http::HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("internal_only_headers[{i}]: `{h}` is not a valid header name"))
+                })
+                .collect::<Result<_, _>>()?,
             formatted: false,
         };
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {

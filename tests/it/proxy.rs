@@ -640,3 +640,129 @@ async fn downstream_http2_allows_envoys_concurrent_streams_or_the_configured_num
     let legate = Legate::start(&front_bootstrap(configured, &route("/", "o", ""), &cluster), &[]);
     assert_eq!(announced_max_streams(legate.addr("front")).await, 7);
 }
+
+/// Envoy's internal/external rules end to end: where the client address
+/// comes from, `x-forwarded-for`, `x-envoy-internal`, the external
+/// request's `x-envoy-*` control headers, `x-envoy-external-address`, and
+/// the access log's downstream address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_and_external_requests_get_envoys_headers() {
+    let o = origin::start("o").await;
+    let dir = super::support::Dir::new();
+    let log_path = dir.0.path().join("access.log");
+    let log = format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%DOWNSTREAM_REMOTE_ADDRESS% %REQ(X-ENVOY-INTERNAL)%\\n\"}}}}\n",
+        log_path.display()
+    );
+    let spoof: &[(&str, &str)] = &[
+        ("x-envoy-internal", "true"),
+        ("x-envoy-max-retries", "9"),
+        ("x-envoy-downstream-service-cluster", "spoofed"),
+        ("x-envoy-external-address", "spoofed"),
+        ("x-envoy-custom", "kept"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut h = spoof.to_vec();
+        h.push(extra);
+        h
+    };
+    // The local host address Envoy appends for a loopback peer.
+    let local_ip = legate::local_info::address().to_string();
+
+    // An edge proxy that trusts the loopback peer.
+    let edge = format!(
+        "          use_remote_address: true\n          internal_address_config: {{cidr_ranges: [{{address_prefix: 127.0.0.0, prefix_len: 8}}]}}\n{log}"
+    );
+    let mut legate = Legate::start(
+        &front_bootstrap(&edge, &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+    // No x-forwarded-for: internal.
+    let h = get(front, "/", spoof).await.json()["headers"].clone();
+    assert_eq!(h["x-envoy-internal"], "true", "{h}");
+    assert_eq!(h["x-envoy-max-retries"], "9", "{h}");
+    assert_eq!(h["x-envoy-downstream-service-cluster"], "spoofed", "{h}");
+    assert_eq!(h["x-forwarded-for"], local_ip.as_str(), "{h}");
+    // With one: external, even from the same peer.
+    let h = get(front, "/", &with(("x-forwarded-for", "203.0.113.9")))
+        .await
+        .json()["headers"]
+        .clone();
+    assert!(h.get("x-envoy-internal").is_none(), "{h}");
+    assert!(h.get("x-envoy-max-retries").is_none(), "{h}");
+    assert!(h.get("x-envoy-downstream-service-cluster").is_none(), "{h}");
+    assert_eq!(h["x-envoy-external-address"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-for"], format!("203.0.113.9,{local_ip}"), "{h}");
+    assert_eq!(h["x-envoy-custom"], "kept", "{h}");
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    let text = std::fs::read_to_string(&log_path).expect("access log written");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("127.0.0.1:") && lines[0].ends_with(" true"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("127.0.0.1:") && lines[1].ends_with(" -"),
+        "{text}"
+    );
+
+    // A sidecar (no use_remote_address) with the defaults: nothing is
+    // internal, the client is the x-forwarded-for entry, logged with port 0.
+    std::fs::remove_file(&log_path).unwrap();
+    let mut legate = Legate::start(
+        &front_bootstrap(&log, &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let front = legate.addr("front");
+    let h = get(front, "/", &with(("x-forwarded-for", "10.1.2.3")))
+        .await
+        .json()["headers"]
+        .clone();
+    assert!(h.get("x-envoy-internal").is_none(), "{h}");
+    assert!(h.get("x-envoy-max-retries").is_none(), "{h}");
+    // Not an edge: these pass, as in Envoy.
+    assert_eq!(h["x-envoy-downstream-service-cluster"], "spoofed", "{h}");
+    assert_eq!(h["x-envoy-external-address"], "spoofed", "{h}");
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3", "{h}");
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    let text = std::fs::read_to_string(&log_path).expect("access log written");
+    assert_eq!(text, "10.1.2.3:0 -\n");
+
+    // The same sidecar told that 10.0.0.0/8 is internal.
+    let internal = format!(
+        "          internal_address_config: {{cidr_ranges: [{{address_prefix: 10.0.0.0, prefix_len: 8}}]}}\n{log}"
+    );
+    let legate = Legate::start(
+        &front_bootstrap(&internal, &route("/", "o", ""), &static_cluster("o", o, "")),
+        &[],
+    );
+    let h = get(legate.addr("front"), "/", &with(("x-forwarded-for", "10.1.2.3")))
+        .await
+        .json()["headers"]
+        .clone();
+    assert_eq!(h["x-envoy-internal"], "true", "{h}");
+    assert_eq!(h["x-envoy-max-retries"], "9", "{h}");
+}
+
+#[test]
+fn a_bad_internal_address_range_stops_startup_with_its_path() {
+    let hcm =
+        "          internal_address_config: {cidr_ranges: [{address_prefix: 10.0.0.0, prefix_len: 33}]}\n";
+    let cfg = front_bootstrap(
+        hcm,
+        &route("/", "o", ""),
+        &static_cluster("o", "127.0.0.1:1".parse().unwrap(), ""),
+    );
+    let dir = super::support::Dir::new();
+    let r = super::support::validate(&dir.write("bad.yaml", &cfg));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "internal_address_config.cidr_ranges[0].prefix_len: 33 is longer than an IPv4 address (32 bits)"
+        ),
+        "{}",
+        r.stderr
+    );
+}

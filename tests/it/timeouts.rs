@@ -84,7 +84,10 @@ async fn idle_after_the_response_started_resets_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_rq_timeout_header_overrides_the_route_timeout() {
     let o = origin::start("o").await;
-    let legate = Legate::start(&config(o, "", ""), &[]);
+    // Only an internal request may set its timeout: the loopback peer is
+    // made internal (no address is by default).
+    let hcm = "          use_remote_address: true\n          internal_address_config: {cidr_ranges: [{address_prefix: 127.0.0.1, prefix_len: 32}]}\n";
+    let legate = Legate::start(&config(o, "", hcm), &[]);
     let front = legate.addr("front");
     let r = get(
         front,
@@ -101,6 +104,20 @@ async fn upstream_rq_timeout_header_overrides_the_route_timeout() {
         seen["headers"].get("x-envoy-upstream-rq-timeout-ms").is_none(),
         "{seen}"
     );
+    assert_eq!(seen["headers"]["x-envoy-internal"], "true");
+
+    // An external request's timeout header is dropped before the router.
+    let legate = Legate::start(&config(o, "", ""), &[]);
+    let r = get(
+        legate.addr("front"),
+        "/",
+        &[("x-envoy-upstream-rq-timeout-ms", "5000")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-envoy-expected-rq-timeout-ms"], "15000");
+    assert!(seen["headers"].get("x-envoy-internal").is_none(), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

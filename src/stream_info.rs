@@ -324,6 +324,8 @@ pub struct StreamInfo {
     pub downstream_direct_remote_address: SocketAddr,
     pub route_name: Option<String>,
     pub connection_id: u64,
+    /// The response was cut off after it had started (a reset downstream).
+    pub reset_after_response_started: bool,
 }
 
 impl StreamInfo {
@@ -365,6 +367,7 @@ impl StreamInfo {
             downstream_direct_remote_address: remote,
             route_name: None,
             connection_id: 0,
+            reset_after_response_started: false,
         }
     }
 

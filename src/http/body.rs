@@ -257,6 +257,7 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Err(_))) => {
                 if let Some(info) = this.info.as_mut() {
                     info.response_flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
+                    info.reset_after_response_started = true;
                 }
                 this.complete();
             }
@@ -269,6 +270,7 @@ impl Body for ResponseBody {
                     if sleep.as_mut().poll(cx).is_ready() {
                         if let Some(info) = this.info.as_mut() {
                             info.response_flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                            info.reset_after_response_started = true;
                         }
                         this.idle = None;
                         this.complete();

@@ -149,6 +149,22 @@ fn complete(hcm: &Hcm, listener: &Listener, info: &StreamInfo) {
     stats.downstream_rq_active.dec();
     stats.downstream_rq_completed.inc();
     stats.downstream_rq_xx.record(info.response_code);
+    // Envoy counts these as the stream resets: one flag test each.
+    if info
+        .response_flags
+        .contains(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION)
+    {
+        stats.downstream_rq_rx_reset.inc();
+    }
+    if info.response_flags.contains(ResponseFlags::STREAM_IDLE_TIMEOUT) {
+        stats.downstream_rq_idle_timeout.inc();
+    }
+    if info.reset_after_response_started {
+        stats.downstream_rq_tx_reset.inc();
+        if info.response_flags.contains(ResponseFlags::UPSTREAM_REMOTE_RESET) {
+            stats.rq_reset_after_downstream_response_started.inc();
+        }
+    }
     stats
         .downstream_rq_time
         .record(info.end.unwrap_or_default().as_millis() as u64);

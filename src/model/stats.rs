@@ -42,6 +42,16 @@ pub struct HttpStats {
     pub downstream_cx_idle_timeout: Arc<Counter>,
     /// Requests whose head did not arrive within `request_headers_timeout`.
     pub downstream_rq_header_timeout: Arc<Counter>,
+    /// Requests whose client went away before their response ended.
+    pub downstream_rq_rx_reset: Arc<Counter>,
+    /// Responses legate had to cut off after they started (the origin
+    /// reset, or the stream idle timeout fired).
+    pub downstream_rq_tx_reset: Arc<Counter>,
+    /// Requests ended by the stream idle timeout (before or after the
+    /// response started).
+    pub downstream_rq_idle_timeout: Arc<Counter>,
+    /// Router: the origin reset after the response had started downstream.
+    pub rq_reset_after_downstream_response_started: Arc<Counter>,
     pub no_route: Arc<Counter>,
     pub no_cluster: Arc<Counter>,
     pub rq_redirect: Arc<Counter>,
@@ -78,6 +88,10 @@ impl HttpStats {
             downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
             downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
+            downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
+            downstream_rq_tx_reset: c("downstream_rq_tx_reset"),
+            downstream_rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            rq_reset_after_downstream_response_started: c("rq_reset_after_downstream_response_started"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             rq_redirect: c("rq_redirect"),

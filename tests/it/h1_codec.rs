@@ -282,17 +282,19 @@ async fn a_response_before_the_request_body_is_read_reaches_the_client() {
     assert!(text.ends_with("\r\n\r\nearly"), "{text}");
 }
 
+const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_abandoned_by_its_client_is_logged_with_dc() {
     let o = origin::start("o").await;
     let dir = Dir::new();
     let log = dir.0.path().join("access.log");
     let mut legate = Legate::start(
-        &front_bootstrap(
+        &(front_bootstrap(
             &access_log(&log),
             &route("/", "o", ""),
             &static_cluster("o", o, ""),
-        ),
+        ) + ADMIN),
         &[],
     );
     let front = legate.addr("front");
@@ -304,6 +306,10 @@ async fn a_request_abandoned_by_its_client_is_logged_with_dc() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(1700)).await;
+    let admin = legate.admin.expect("admin address");
+    let stat = |n: &'static str| super::xds::stat(admin, n);
+    assert_eq!(stat("http.ingress_http.downstream_rq_rx_reset").await, Some(1));
+    assert_eq!(stat("http.ingress_http.downstream_rq_tx_reset").await, Some(0));
     let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
     let logged = std::fs::read_to_string(&log).expect("access log written");
     assert_eq!(logged.lines().collect::<Vec<_>>(), ["0 DC - GET"], "{logged}");

@@ -48,6 +48,8 @@ async fn stalling_origin(stall: Duration) -> SocketAddr {
     addr
 }
 
+const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
+
 fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
     front_bootstrap(
         hcm_extra,
@@ -59,15 +61,26 @@ fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_before_the_response_is_408_si() {
     let o = origin::start("slow").await;
-    let legate = Legate::start(&config(o, ", idle_timeout: 0.3s", ""), &[]);
+    let legate = Legate::start(&(config(o, ", idle_timeout: 0.3s", "") + ADMIN), &[]);
     let r = get(legate.addr("front"), "/?sleep_ms=3000", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (408, "stream timeout"));
+    let admin = legate.admin.expect("admin address");
+    let stat = |n: &'static str| super::xds::stat(admin, n);
+    assert_eq!(
+        stat("http.ingress_http.downstream_rq_idle_timeout").await,
+        Some(1)
+    );
+    // A local reply, not a reset.
+    assert_eq!(stat("http.ingress_http.downstream_rq_tx_reset").await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_after_the_response_started_resets_the_stream() {
     let o = stalling_origin(Duration::from_secs(5)).await;
-    let legate = Legate::start(&config(o, "", "          stream_idle_timeout: 0.3s\n"), &[]);
+    let legate = Legate::start(
+        &(config(o, "", "          stream_idle_timeout: 0.3s\n") + ADMIN),
+        &[],
+    );
     let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
         .await
         .unwrap();
@@ -79,6 +92,17 @@ async fn idle_after_the_response_started_resets_the_stream() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("start") && !text.contains("end"), "{text}");
+    let admin = legate.admin.expect("admin address");
+    let stat = |n: &'static str| super::xds::stat(admin, n);
+    assert_eq!(
+        stat("http.ingress_http.downstream_rq_idle_timeout").await,
+        Some(1)
+    );
+    assert_eq!(stat("http.ingress_http.downstream_rq_tx_reset").await, Some(1));
+    assert_eq!(
+        stat("http.ingress_http.rq_reset_after_downstream_response_started").await,
+        Some(0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,15 @@ impl ResponseBody {
         self
     }
 
+    /// The origin's response fields when they were kept as they came: the
+    /// response's map then holds only what the proxy added.
+    pub fn raw_head(&self) -> Option<&super::h1_wire::RawHead> {
+        match &self.inner {
+            Inner::H1(body) => body.raw_head(),
+            _ => None,
+        }
+    }
+
     fn complete(&mut self) {
         if let (Some(mut info), Some(done)) = (self.info.take(), self.on_complete.take()) {
             if let Some(r) = &self.received {

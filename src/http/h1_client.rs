@@ -22,16 +22,15 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Response, StatusCode, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::body::RequestBody;
 use super::h1_wire::{
     decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields, queue_chunk, Chunked,
-    ConnectionFields, Decoded, FieldSpans, MAX_HEAD_BYTES,
+    ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead, MAX_HEAD_BYTES,
 };
-use super::headers::list_tokens;
 use super::upstream::{Counted, Key};
 
 /// Response headers accepted from an upstream (hyper's and Envoy's default).
@@ -172,7 +171,7 @@ pub fn response_framing(
     request_was_head: bool,
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    raw: &RawHead,
     noted: &ConnectionFields,
 ) -> Result<ResponseFraming, &'static str> {
     if request_was_head
@@ -182,12 +181,21 @@ pub fn response_framing(
     {
         return Ok(ResponseFraming::None);
     }
+    // The elements of the comma-separated lists of every field of a kind.
+    let tokens = |kind: FieldKind| {
+        raw.iter()
+            .filter(move |(k, _, _)| *k == kind)
+            .flat_map(|(_, _, v)| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
     if noted.transfer_encoding {
         if version == Version::HTTP_10 {
             // RFC 9112 §6.1: faulty framing (hyper refuses it too).
             return Err("transfer-encoding in an HTTP/1.0 response");
         }
-        let last = list_tokens(headers, TRANSFER_ENCODING).rfind(|t| !t.is_empty());
+        let last = tokens(FieldKind::TransferEncoding)
+            .filter(|t| !t.is_empty())
+            .last();
         return Ok(match last {
             Some(t) if t.eq_ignore_ascii_case(b"chunked") => ResponseFraming::Chunked,
             _ => ResponseFraming::Close,
@@ -197,7 +205,7 @@ pub fn response_framing(
         return Ok(ResponseFraming::Close);
     }
     let mut length = None;
-    for part in list_tokens(headers, CONTENT_LENGTH) {
+    for part in tokens(FieldKind::ContentLength) {
         let n = parse_decimal(part).ok_or("invalid content-length")?;
         if length.is_some_and(|l| l != n) {
             return Err("conflicting content-length values");
@@ -215,8 +223,10 @@ pub fn response_framing(
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    raw: Box<RawHead>,
     connection: ConnectionFields,
+    /// The head may be passed on as it came (`RawHead::scan`).
+    plain: bool,
 }
 
 /// Parses a response head at the start of `buf`, consuming it; `None` when
@@ -242,14 +252,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
         Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
         Err(_) => return Err("malformed response head"),
     };
-    let head = buf.split_to(len).freeze();
-    // Room for what the proxy adds (x-envoy-upstream-service-time, …).
-    let (headers, connection) = spans.fields(&head, 4)?;
+    // Boxed now: a response head is moved several times on its way out.
+    let mut raw = Box::new(RawHead {
+        head: buf.split_to(len).freeze(),
+        spans,
+    });
+    let (connection, plain) = raw.scan();
     Ok(Some(Head {
         status,
         version,
-        headers,
+        raw,
         connection,
+        plain: plain && status != StatusCode::SWITCHING_PROTOCOLS,
     }))
 }
 
@@ -325,6 +339,8 @@ impl Writer {
 /// Sends a request (its encoded head, then `body`) on `conn` and waits for
 /// the response head. The response body reads from the same connection,
 /// which goes back to `key`'s pool when both directions ended cleanly.
+/// `raw_ok`: the caller writes the response to an HTTP/1.1 client and
+/// changes none of its fields, so the head may stay raw (`Body::raw_head`).
 pub async fn exchange(
     mut conn: Conn,
     key: Key,
@@ -332,6 +348,7 @@ pub async fn exchange(
     body: Option<RequestBody>,
     chunked: bool,
     request_was_head: bool,
+    raw_ok: bool,
 ) -> Result<Response<Body>, Error> {
     let mut writer = Writer {
         pending: VecDeque::from([head]),
@@ -340,27 +357,41 @@ pub async fn exchange(
         broken: None,
     };
     let (mut got_bytes, mut informational) = (false, 0);
-    let mut head =
+    let head =
         poll_fn(|cx| poll_response_head(&mut conn, &mut writer, &mut got_bytes, &mut informational, cx))
             .await?;
     let framing = response_framing(
         request_was_head,
         head.status,
         head.version,
-        &head.headers,
+        &head.raw,
         &head.connection,
     )
     .map_err(Error::Protocol)?;
     // A transfer coding wins over a content-length (RFC 9112 §6.3), which
     // must not be forwarded (it would misframe the response downstream);
     // a message with both is suspect, so its connection is not reused.
-    let both = head.connection.transfer_encoding
-        && head.connection.content_length
-        && head.headers.remove(CONTENT_LENGTH).is_some();
+    let both = head.connection.transfer_encoding && head.connection.content_length;
     let reusable = framing != ResponseFraming::Close
         && !both
         && head.status != StatusCode::SWITCHING_PROTOCOLS
         && head.connection.keeps_alive(head.version);
+    // The head stays as it came when the caller can write it so and it
+    // needs no change; otherwise it becomes a map (room for what the proxy
+    // adds: x-envoy-upstream-service-time, server…).
+    let (headers, raw) = if raw_ok && head.plain {
+        (HeaderMap::new(), Some(head.raw))
+    } else {
+        let (mut map, _) = head
+            .raw
+            .spans
+            .fields(&head.raw.head, 4)
+            .map_err(Error::Protocol)?;
+        if both {
+            map.remove(CONTENT_LENGTH);
+        }
+        (map, None)
+    };
     let mut response = Response::new(Body {
         state: match framing {
             ResponseFraming::None => State::Done,
@@ -372,10 +403,11 @@ pub async fn exchange(
         writer,
         key,
         reusable,
+        raw,
     });
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
+    *response.headers_mut() = headers;
     let body = response.body_mut();
     if body.state == State::Done {
         body.finish();
@@ -453,9 +485,17 @@ pub struct Body {
     writer: Writer,
     key: Key,
     reusable: bool,
+    /// The response's fields when they were left as they came (then the
+    /// response's own map holds only what the proxy added).
+    raw: Option<Box<RawHead>>,
 }
 
 impl Body {
+    /// The origin's fields, when the head was passed through raw.
+    pub fn raw_head(&self) -> Option<&RawHead> {
+        self.raw.as_deref()
+    }
+
     /// The response has ended: the connection goes back to its pool when
     /// the request was fully written too and nothing extra was received.
     fn finish(&mut self) {
@@ -560,7 +600,7 @@ impl hyper::body::Body for Body {
 
 #[cfg(test)]
 mod tests {
-    use super::super::h1_wire::headers;
+    use super::super::h1_wire::{headers, raw_head};
     use super::*;
     use http::{HeaderName, HeaderValue};
 
@@ -617,13 +657,13 @@ mod tests {
         ];
         for (head, status, h, want) in cases {
             assert_eq!(
-                response_framing(*head, *status, Version::HTTP_11, &headers(h), &noted(h)),
+                response_framing(*head, *status, Version::HTTP_11, &raw_head(h), &noted(h)),
                 *want,
                 "{head} {status} {h:?}"
             );
         }
         // HTTP/1.0 has no transfer codings (RFC 9112 §6.1).
-        let te = headers(&[("transfer-encoding", "chunked")]);
+        let te = raw_head(&[("transfer-encoding", "chunked")]);
         assert_eq!(
             response_framing(
                 false,
@@ -639,7 +679,7 @@ mod tests {
                 false,
                 ok,
                 Version::HTTP_10,
-                &headers(&[("content-length", "3")]),
+                &raw_head(&[("content-length", "3")]),
                 &noted(&[("content-length", "3")])
             ),
             Ok(Length(3))
@@ -726,8 +766,10 @@ mod tests {
         let head = parse_head(&mut buf).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::CREATED);
         assert_eq!(head.version, Version::HTTP_11);
-        assert_eq!(head.headers["content-length"], "2");
-        let all: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert!(head.plain && head.connection.content_length);
+        let (headers, _) = head.raw.spans.fields(&head.raw.head, 0).unwrap();
+        assert_eq!(headers["content-length"], "2");
+        let all: Vec<_> = headers.get_all("x-a").iter().collect();
         assert_eq!(all, ["b", "c"]);
         assert_eq!(&buf[..], b"hi");
         let mut bad = BytesMut::from(&b"HTTP/1.1 abc\r\n\r\n"[..]);

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +43,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::{BodyError, DownstreamBody, ResponseBody};
 use super::h1_wire::{
     decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk, Chunked,
-    ConnectionFields, Decoded, FieldSpans,
+    ConnectionFields, Decoded, FieldKind, FieldSpans,
 };
 use super::headers::list_tokens;
 use super::idle::IdleEntry;
@@ -631,10 +631,12 @@ impl Connection {
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
+        let raw = body.raw_head();
         let size = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>()
+            + raw.map_or(0, |r| r.head.len())
             + 160;
         // The connection's head buffer: the previous head's bytes are
         // written (and dropped) by now, so its storage is reused and a head
@@ -652,23 +654,51 @@ impl Connection {
         out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
         out.put_slice(b"\r\n");
         // One pass writes the fields and notes those the framing depends on.
-        let (mut has_length, mut has_date, mut close_named) = (false, false, false);
-        for (name, value) in headers {
-            if name == CONTENT_LENGTH {
-                has_length = true;
-            } else if name == DATE {
-                has_date = true;
-            } else if name == CONNECTION {
-                close_named |= value
-                    .as_bytes()
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        let mut noted = HeadNotes::default();
+        // The map's entries already written, by position (the first 64).
+        let mut written = 0u64;
+        if let Some(raw) = raw {
+            for (kind, name, value) in raw.iter() {
+                match kind {
+                    // Connection-level: not forwarded (RFC 9110 §7.6.1);
+                    // this codec frames the body itself.
+                    FieldKind::Connection
+                    | FieldKind::KeepAlive
+                    | FieldKind::ProxyConnection
+                    | FieldKind::TransferEncoding => continue,
+                    _ => {}
+                }
+                // A field the proxy set replaces the origin's, in its place.
+                let mut replaced = false;
+                for (i, (n, v)) in headers.iter().enumerate() {
+                    if name.eq_ignore_ascii_case(n.as_str().as_bytes()) {
+                        replaced = true;
+                        if i < 64 && written & (1 << i) == 0 {
+                            written |= 1 << i;
+                            noted.put(out, n, v);
+                        }
+                    }
+                }
+                if !replaced {
+                    // Names go out lowercase, as from a map.
+                    let at = out.len();
+                    out.put_slice(name);
+                    out[at..].make_ascii_lowercase();
+                    noted.note(kind, value);
+                    put_value(out, value);
+                }
             }
-            out.put_slice(name.as_str().as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(value.as_bytes());
-            out.put_slice(b"\r\n");
         }
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if i >= 64 || written & (1 << i) == 0 {
+                noted.put(out, name, value);
+            }
+        }
+        let HeadNotes {
+            has_length,
+            has_date,
+            close_named,
+        } = noted;
         let mut framing = WireFraming {
             chunked: false,
             skip_body: no_body,
@@ -1044,6 +1074,53 @@ impl Pump {
             }
         }
     }
+}
+
+/// What a response head's fields said, noted as they are written: the
+/// framing and the connection's fate depend on them.
+#[derive(Default)]
+struct HeadNotes {
+    has_length: bool,
+    has_date: bool,
+    close_named: bool,
+}
+
+impl HeadNotes {
+    /// Writes a field of the response's map, noting it.
+    fn put(&mut self, out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+        let kind = if name == CONTENT_LENGTH {
+            FieldKind::ContentLength
+        } else if name == DATE {
+            FieldKind::Date
+        } else if name == CONNECTION {
+            FieldKind::Connection
+        } else {
+            FieldKind::Other
+        };
+        self.note(kind, value.as_bytes());
+        out.put_slice(name.as_str().as_bytes());
+        put_value(out, value.as_bytes());
+    }
+
+    fn note(&mut self, kind: FieldKind, value: &[u8]) {
+        match kind {
+            FieldKind::ContentLength => self.has_length = true,
+            FieldKind::Date => self.has_date = true,
+            FieldKind::Connection => {
+                self.close_named |= value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What follows a field's name in a head.
+fn put_value(out: &mut BytesMut, value: &[u8]) {
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

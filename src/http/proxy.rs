@@ -53,10 +53,9 @@ struct Outcome {
 
 pub async fn handle(
     conn: Arc<ConnInfo>,
-    req: Request<DownstreamBody>,
+    mut req: Request<DownstreamBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
-    let mut req = req;
     let client = hdr::mutate_request(
         req.headers_mut(),
         conn.remote.ip(),
@@ -337,12 +336,11 @@ fn finish_response_headers(hcm: &Hcm, response: &mut Response<ResponseBody>, inf
 async fn route_and_forward(
     conn: &ConnInfo,
     hcm: &Hcm,
-    req: Request<DownstreamBody>,
+    mut req: Request<DownstreamBody>,
     authority: Option<String>,
     internal: bool,
     info: &mut StreamInfo,
 ) -> Outcome {
-    let mut req = req;
     let http10 = req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09;
     if http10 && !hcm.accept_http_10 {
         // Envoy refuses HTTP/1.0 unless http_protocol_options.accept_http_10.
@@ -437,7 +435,7 @@ async fn route_and_forward(
         info.request_headers = req.headers().clone();
     }
     // Requests in flight keep the snapshot they started with.
-    let outcome = match &route.action {
+    let mut outcome = match &route.action {
         Action::Direct { status, body } => {
             hcm.stats.rq_direct_response.inc();
             local(
@@ -467,7 +465,6 @@ async fn route_and_forward(
             .await
         }
     };
-    let mut outcome = outcome;
     // Response header mutations: route, then virtual host, then route
     // configuration, so the outer levels win (Envoy's default order).
     let status = outcome.response.status();
@@ -597,7 +594,7 @@ async fn forward(
     vhost: &VirtualHost,
     route: &Route,
     action: &RouteAction,
-    req: Request<DownstreamBody>,
+    mut req: Request<DownstreamBody>,
     authority: &str,
     info: &mut StreamInfo,
 ) -> Outcome {
@@ -658,7 +655,6 @@ async fn forward(
 
     // `x-envoy-upstream-rq-timeout-ms` overrides the route timeout (0: none);
     // it is not forwarded (taken out here: one lookup, not two).
-    let mut req = req;
     let route_timeout = match req
         .headers_mut()
         .remove(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
@@ -719,12 +715,24 @@ async fn forward(
     // Boxed: the exchange's future is KiBs (hyper's request futures); kept
     // inline it would be copied at every level of nesting below (memmove was
     // the worker's largest user-space cost before this).
+    // An HTTP/1.1 response head may go to an HTTP/1.1 client as it came
+    // when nothing here reads or changes its fields: the proxy's additions
+    // (x-envoy-upstream-service-time, server, x-request-id, connection)
+    // only replace same-named fields or follow them (`h1_server`).
+    let raw_head_ok = info.protocol != Some(Version::HTTP_2)
+        && !conn.records_headers
+        && set_cookies.is_empty()
+        && route.response_headers.is_empty()
+        && vhost.response_headers.is_empty()
+        && table.response_headers.is_empty()
+        && !matches!(hcm.server_header, ServerHeader::AppendIfAbsent);
     let send = within_request_timeout(
         Box::pin(upstream::send(
             &cluster,
             &host,
             h2,
             upgrade.is_some(),
+            raw_head_ok,
             upstream_req,
         )),
         request_deadline,

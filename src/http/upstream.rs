@@ -179,12 +179,14 @@ pub(super) fn check_in(key: Key, conn: h1_client::Conn) {
 }
 
 /// Sends `req` to `host`, on a pooled connection when there is one.
-/// Returns the response and, for HTTP/2, the stream's lease.
+/// Returns the response and, for HTTP/2, the stream's lease. `raw_head_ok`:
+/// an HTTP/1.1 response may keep its head raw (`h1_client::exchange`).
 pub async fn send(
     cluster: &Cluster,
     host: &Arc<Host>,
     h2: bool,
     upgrade: bool,
+    raw_head_ok: bool,
     req: Request<RequestBody>,
 ) -> Result<(Response<Upstream>, Option<Lease>), SendError> {
     let key = Key {
@@ -262,7 +264,17 @@ pub async fn send(
         if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || !conn.is_usable() {
             continue;
         }
-        match h1_client::exchange(conn, key, head.clone(), body.take(), chunked, is_head).await {
+        match h1_client::exchange(
+            conn,
+            key,
+            head.clone(),
+            body.take(),
+            chunked,
+            is_head,
+            raw_head_ok,
+        )
+        .await
+        {
             Ok(resp) => return Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
             Err(h1_client::Error::ClosedBeforeResponse(_)) if may_retry => may_retry = false,
             Err(e) => return Err(SendError::Request(e.into())),
@@ -270,7 +282,7 @@ pub async fn send(
     }
     let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
     let conn = h1_client::Conn::new(io.into_inner());
-    match h1_client::exchange(conn, key, head, body, chunked, is_head).await {
+    match h1_client::exchange(conn, key, head, body, chunked, is_head, raw_head_ok).await {
         Ok(resp) => Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
         Err(e) => Err(SendError::Request(e.into())),
     }

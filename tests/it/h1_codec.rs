@@ -318,6 +318,17 @@ async fn a_request_abandoned_by_its_client_is_logged_with_dc() {
 /// An origin that records each request head it reads and answers with
 /// connection-level fields of its own (and one it names in `connection`).
 async fn hop_by_hop_origin() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    scripted_origin(
+        "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Resp-Drop\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+         X-Resp-Drop: 1\r\nX-Resp-Keep: 1\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await
+}
+
+/// An origin answering every request head (requests here have no body)
+/// with `reply`, byte for byte; the heads it got come out of the channel.
+async fn scripted_origin(reply: &'static str) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -328,13 +339,9 @@ async fn hop_by_hop_origin() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
                 let mut got = Vec::new();
                 let mut buf = [0u8; 4096];
                 loop {
-                    // Requests here have no body: a head is a request.
                     while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head: Vec<u8> = got.drain(..end + 4).collect();
                         let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
-                        let reply = "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Resp-Drop\r\n\
-                                     Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
-                                     X-Resp-Drop: 1\r\nX-Resp-Keep: 1\r\nContent-Length: 2\r\n\r\nok";
                         if s.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
@@ -405,5 +412,64 @@ async fn connection_level_fields_stop_at_the_proxy_both_ways() {
                 "request {i}: {gone} in {seen}"
             );
         }
+    }
+}
+
+/// A response legate changes only by its own fields is written from the
+/// origin's head as it came (names lowercased); one with response header
+/// mutations goes through a header map. The client must not be able to
+/// tell the two apart: same fields, same order, the origin's `server` and
+/// `x-envoy-upstream-service-time` replaced where they stood, its
+/// `date` kept, its connection-level fields dropped.
+#[tokio::test]
+async fn a_response_head_reads_the_same_written_raw_or_from_a_map() {
+    let (origin, _heads) = scripted_origin(
+        "HTTP/1.1 200 OK\r\nX-First: 1\r\nServer: origin/1.0\r\nSet-Cookie: a=1\r\n\
+         Set-Cookie: b=2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+         X-Envoy-Upstream-Service-Time: 999\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\n\
+         X-Empty: \r\nCONTENT-LENGTH: 2\r\n\r\nok",
+    )
+    .await;
+    let routes = format!(
+        "{}              - match: {{prefix: \"/map\"}}\n                route: {{cluster: o}}\n                response_headers_to_add: [{{header: {{key: x-added, value: \"1\"}}}}]\n",
+        route("/raw", "o", "")
+    );
+    let legate = Legate::start(
+        &front_bootstrap("", &routes, &static_cluster("o", origin, "")),
+        &[],
+    );
+    let mut s = TcpStream::connect(legate.addr("front")).await.unwrap();
+    let want = [
+        "x-first: 1",
+        "server: envoy",
+        "set-cookie: a=1",
+        "set-cookie: b=2",
+        "x-envoy-upstream-service-time: ?",
+        "date: Tue, 01 Jan 2030 00:00:00 GMT",
+        "x-empty: ",
+        "content-length: 2",
+    ];
+    // Twice each, on one connection: the connection stays usable.
+    for path in ["/raw", "/map", "/raw", "/map"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let reply = read_responses(&mut s, 1).await.remove(0);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "ok", "{path}: {reply}");
+        let mut lines = head.lines();
+        assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"), "{path}: {reply}");
+        let fields: Vec<String> = lines
+            .filter(|l| *l != "x-added: 1")
+            .map(|l| match l.strip_prefix("x-envoy-upstream-service-time: ") {
+                // legate's own measure, never the origin's 999.
+                Some(ms) if ms != "999" && ms.parse::<u64>().is_ok() => {
+                    "x-envoy-upstream-service-time: ?".into()
+                }
+                _ => l.to_string(),
+            })
+            .collect();
+        assert_eq!(fields, want, "{path}: {reply}");
+        assert_eq!(head.contains("x-added: 1"), path == "/map", "{path}: {reply}");
     }
 }

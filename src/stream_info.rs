@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Method, Version};
@@ -289,10 +290,12 @@ pub struct StreamInfo {
     /// `request_headers_to_add`, with `x-request-id`, `x-envoy-original-path`…).
     pub request_headers: HeaderMap,
     pub method: Method,
-    /// The `:path` (with query) the client sent.
-    pub path: String,
-    /// `:authority` (or `Host`).
-    pub authority: String,
+    /// The `:path` (with query) the client sent. Shared, not `String`: the
+    /// proxy keeps its own reference while routing, and a copy cost an
+    /// allocation per request.
+    pub path: Arc<str>,
+    /// `:authority` (or `Host`), shared for the same reason.
+    pub authority: Arc<str>,
     /// `:scheme` of the downstream request.
     pub scheme: &'static str,
     /// Status sent downstream; 0 when none was sent.
@@ -332,8 +335,8 @@ impl StreamInfo {
     /// A record for a request that starts now; everything not given is unset.
     pub fn new(
         method: Method,
-        path: impl Into<String>,
-        authority: impl Into<String>,
+        path: impl Into<Arc<str>>,
+        authority: impl Into<Arc<str>>,
         version: Version,
         headers: HeaderMap,
         remote: SocketAddr,

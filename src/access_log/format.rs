@@ -726,15 +726,13 @@ fn request_header<'a>(info: &'a StreamInfo, h: &HeaderRef) -> Option<Cow<'a, str
     match h {
         // A request rejected before its head was parsed has neither.
         HeaderRef::Method => (!info.path.is_empty()).then_some(Cow::Borrowed(info.method.as_str())),
-        HeaderRef::Path => (!info.path.is_empty()).then_some(Cow::Borrowed(info.path.as_str())),
-        HeaderRef::Authority => {
-            (!info.authority.is_empty()).then_some(Cow::Borrowed(info.authority.as_str()))
-        }
+        HeaderRef::Path => (!info.path.is_empty()).then_some(Cow::Borrowed(&info.path)),
+        HeaderRef::Authority => (!info.authority.is_empty()).then_some(Cow::Borrowed(&info.authority)),
         HeaderRef::Scheme => Some(Cow::Borrowed(info.scheme)),
         HeaderRef::Status | HeaderRef::OtherPseudo => None,
         // Envoy keeps Host as :authority; `REQ(HOST)` finds it either way.
         HeaderRef::Named(n) if *n == HOST => header_value(&info.request_headers, n)
-            .or_else(|| (!info.authority.is_empty()).then_some(Cow::Borrowed(info.authority.as_str()))),
+            .or_else(|| (!info.authority.is_empty()).then_some(Cow::Borrowed(&info.authority))),
         HeaderRef::Named(n) => header_value(&info.request_headers, n),
     }
 }
@@ -1020,7 +1018,7 @@ mod tests {
         i.upstream_cluster = None;
         i.response_headers = None;
         i.first_upstream_response_byte = None;
-        i.authority.clear();
+        i.authority = "".into();
         i.request_headers.remove("host");
         let f = "%PROTOCOL%|%UPSTREAM_HOST%|%UPSTREAM_CLUSTER%|%RESP(X-FOO)%|%REQ(X-BAR)%|%RESPONSE_DURATION%|\
                  %REQUEST_DURATION%|%RESPONSE_TX_DURATION%|%ROUTE_NAME%|%UPSTREAM_LOCAL_ADDRESS%|\

@@ -657,8 +657,8 @@ mod tests {
                 info.request_headers["x-envoy-external-address"],
                 remote.ip().to_string().as_str()
             );
-            assert_eq!(info.authority, "localhost:9901");
-            assert_eq!(info.path, "/healthcheck/fail?x=1");
+            assert_eq!(&*info.authority, "localhost:9901");
+            assert_eq!(&*info.path, "/healthcheck/fail?x=1");
             assert_eq!(info.method, http::Method::POST);
             assert_eq!(info.downstream_remote_address, remote);
             assert_eq!(info.downstream_local_address, local);

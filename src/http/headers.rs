@@ -162,6 +162,10 @@ pub struct Client {
     /// An external request at an edge proxy (`use_remote_address`): it gets
     /// `x-envoy-external-address` and a fresh request id.
     pub edge: bool,
+    /// The request still carries `x-envoy-upstream-rq-timeout-ms` (only an
+    /// internal one can): noted in the walk over the names, so that the
+    /// router looks it up only then (a hashed 30-byte name per request).
+    pub rq_timeout_header: bool,
 }
 
 /// The trusted client address and whether it may make the request internal.
@@ -244,14 +248,19 @@ pub fn mutate_request(
     let edge = !internal && xff.use_remote_address;
     // One walk over the names: removals (hashed lookups) only for what is there.
     let mut found: Vec<HeaderName> = Vec::new();
+    let mut rq_timeout_header = false;
     for name in headers.keys() {
         let n = name.as_str();
-        if n.starts_with("x-envoy-")
-            && (n == X_ENVOY_INTERNAL.as_str()
-                || (!internal && CONTROL.contains(&n))
-                || (edge && EDGE_CONTROL.contains(&n)))
+        if !n.starts_with("x-envoy-") {
+            continue;
+        }
+        if n == X_ENVOY_INTERNAL.as_str()
+            || (!internal && CONTROL.contains(&n))
+            || (edge && EDGE_CONTROL.contains(&n))
         {
             found.push(name.clone());
+        } else if name == X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS {
+            rq_timeout_header = true;
         }
     }
     for name in &found {
@@ -270,6 +279,7 @@ pub fn mutate_request(
         from_xff,
         internal,
         edge,
+        rq_timeout_header,
     }
 }
 
@@ -609,6 +619,7 @@ mod tests {
                 from_xff: k.from_xff,
                 internal: k.internal,
                 edge: k.edge,
+                rq_timeout_header: k.internal,
             };
             assert_eq!(got, want, "case {i}");
             let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
@@ -630,6 +641,22 @@ mod tests {
             }
             assert_eq!(get("x-envoy-custom").as_deref(), Some("kept"), "case {i}");
         }
+        // Internal without the header: nothing for the router to look up.
+        let mut h = map(&[("x-forwarded-for", "10.1.1.1")]);
+        let policy = XffPolicy {
+            use_remote_address: false,
+            trusted_hops: 0,
+            skip_append: false,
+        };
+        let got = mutate_request(
+            &mut h,
+            "10.0.0.9".parse().unwrap(),
+            local_ip,
+            policy,
+            &internal,
+            "http",
+        );
+        assert!(got.internal && !got.rq_timeout_header);
     }
 
     #[test]

@@ -107,7 +107,16 @@ pub async fn handle(
         info: Some(info),
         conn: &conn,
     };
-    let outcome = route_and_forward(&conn, &hcm, req, authority, client.internal, unanswered.info()).await;
+    let outcome = route_and_forward(
+        &conn,
+        &hcm,
+        req,
+        authority,
+        client.internal,
+        client.rq_timeout_header,
+        unanswered.info(),
+    )
+    .await;
     let info = unanswered.answered();
     Ok(finish(&conn, &hcm, outcome, info, http1))
 }
@@ -267,12 +276,12 @@ fn finish(
     Response::from_parts(parts, body)
 }
 
-fn authority_of(req: &Request<DownstreamBody>) -> Option<String> {
-    req.uri().authority().map(|a| a.as_str().to_string()).or_else(|| {
+fn authority_of(req: &Request<DownstreamBody>) -> Option<Arc<str>> {
+    req.uri().authority().map(|a| Arc::from(a.as_str())).or_else(|| {
         req.headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
+            .map(Arc::from)
     })
 }
 
@@ -281,8 +290,11 @@ fn authority_of(req: &Request<DownstreamBody>) -> Option<String> {
 /// `generate_request_id`), or replaced at an edge unless
 /// `preserve_external_request_id`.
 fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderMap) {
+    // One hashed lookup (the entry) whether the id is kept or replaced.
+    let entry = headers.entry(&hdr::X_REQUEST_ID);
+    let present = matches!(entry, http::header::Entry::Occupied(_));
     if hdr::request_id_decision(
-        headers.contains_key(&hdr::X_REQUEST_ID),
+        present,
         hcm.generate_request_id,
         hcm.preserve_external_request_id,
         edge_external,
@@ -292,7 +304,14 @@ fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderM
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
-            headers.insert(hdr::X_REQUEST_ID.clone(), v);
+            match entry {
+                http::header::Entry::Occupied(mut e) => {
+                    e.insert(v);
+                }
+                http::header::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+            }
         }
     }
 }
@@ -337,8 +356,9 @@ async fn route_and_forward(
     conn: &ConnInfo,
     hcm: &Hcm,
     mut req: Request<DownstreamBody>,
-    authority: Option<String>,
+    authority: Option<Arc<str>>,
     internal: bool,
+    rq_timeout_header: bool,
     info: &mut StreamInfo,
 ) -> Outcome {
     let http10 = req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09;
@@ -350,7 +370,7 @@ async fn route_and_forward(
     // default_host_for_http_10.
     let authority = match authority {
         None if http10 && !hcm.default_host_for_http_10.is_empty() => {
-            Some(hcm.default_host_for_http_10.clone())
+            Some(Arc::from(hcm.default_host_for_http_10.as_str()))
         }
         a => a,
     };
@@ -406,7 +426,7 @@ async fn route_and_forward(
     }
     let strip = hcm.strip_any_host_port
         || (hcm.strip_matching_host_port
-            && route_table::strip_port_of(&authority) != authority
+            && route_table::strip_port_of(&authority) != &*authority
             && authority.rsplit(':').next() == Some(conn.listener.address.port().to_string().as_str()));
     let match_host = route_table::normalise_host(&authority, strip || table.ignore_port_in_host_matching);
     let path = info.path.clone();
@@ -460,7 +480,17 @@ async fn route_and_forward(
                 return o;
             }
             forward(
-                conn, hcm, &snap, &table, vhost, route, action, req, &authority, info,
+                conn,
+                hcm,
+                &snap,
+                &table,
+                vhost,
+                route,
+                action,
+                req,
+                &authority,
+                rq_timeout_header,
+                info,
             )
             .await
         }
@@ -596,6 +626,7 @@ async fn forward(
     action: &RouteAction,
     mut req: Request<DownstreamBody>,
     authority: &str,
+    rq_timeout_header: bool,
     info: &mut StreamInfo,
 ) -> Outcome {
     let Some(cluster_name) = pick_cluster(action, &req) else {
@@ -654,17 +685,22 @@ async fn forward(
     info.upstream_host = Some(host.addr);
 
     // `x-envoy-upstream-rq-timeout-ms` overrides the route timeout (0: none);
-    // it is not forwarded (taken out here: one lookup, not two).
-    let route_timeout = match req
-        .headers_mut()
-        .remove(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        Some(0) => None,
-        Some(ms) => Some(std::time::Duration::from_millis(ms)),
-        None => action.timeout,
+    // it is not forwarded (taken out here: one lookup, not two, and none
+    // when the request arrived without it).
+    let route_timeout = if rq_timeout_header {
+        match req
+            .headers_mut()
+            .remove(&hdr::X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS)
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(0) => None,
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            None => action.timeout,
+        }
+    } else {
+        action.timeout
     };
     let upgrade = upgrade_type(&req);
     let h2 = match cluster.protocol {

@@ -43,7 +43,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::{BodyError, DownstreamBody, ResponseBody};
 use super::h1_wire::{
     decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk, Chunked,
-    ConnectionFields, Decoded, FieldKind, FieldSpans,
+    ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead,
 };
 use super::headers::list_tokens;
 use super::idle::IdleEntry;
@@ -655,43 +655,12 @@ impl Connection {
         out.put_slice(b"\r\n");
         // One pass writes the fields and notes those the framing depends on.
         let mut noted = HeadNotes::default();
-        // The map's entries already written, by position (the first 64).
-        let mut written = 0u64;
-        if let Some(raw) = raw {
-            for (kind, name, value) in raw.iter() {
-                match kind {
-                    // Connection-level: not forwarded (RFC 9110 §7.6.1);
-                    // this codec frames the body itself.
-                    FieldKind::Connection
-                    | FieldKind::KeepAlive
-                    | FieldKind::ProxyConnection
-                    | FieldKind::TransferEncoding => continue,
-                    _ => {}
+        match raw {
+            Some(raw) => noted.put_raw(out, raw, headers),
+            None => {
+                for (name, value) in headers {
+                    noted.put(out, name, value);
                 }
-                // A field the proxy set replaces the origin's, in its place.
-                let mut replaced = false;
-                for (i, (n, v)) in headers.iter().enumerate() {
-                    if name.eq_ignore_ascii_case(n.as_str().as_bytes()) {
-                        replaced = true;
-                        if i < 64 && written & (1 << i) == 0 {
-                            written |= 1 << i;
-                            noted.put(out, n, v);
-                        }
-                    }
-                }
-                if !replaced {
-                    // Names go out lowercase, as from a map.
-                    let at = out.len();
-                    out.put_slice(name);
-                    out[at..].make_ascii_lowercase();
-                    noted.note(kind, value);
-                    put_value(out, value);
-                }
-            }
-        }
-        for (i, (name, value)) in headers.iter().enumerate() {
-            if i >= 64 || written & (1 << i) == 0 {
-                noted.put(out, name, value);
             }
         }
         let HeadNotes {
@@ -1086,6 +1055,68 @@ struct HeadNotes {
 }
 
 impl HeadNotes {
+    /// Writes the origin's fields as they came but for the connection-level
+    /// ones, with `own` (the proxy's fields, what the response's map holds
+    /// then) in place of same-named ones and after the rest.
+    fn put_raw(&mut self, out: &mut BytesMut, raw: &RawHead, own: &HeaderMap) {
+        // The proxy's fields (a handful) gathered once for the check each
+        // origin field gets; a map iterator per field cost more.
+        const FEW: usize = 8;
+        let mut few = [None; FEW];
+        let many: Vec<_>;
+        let own: &[Option<(&HeaderName, &HeaderValue)>] = if own.len() <= FEW {
+            for (slot, field) in few.iter_mut().zip(own) {
+                *slot = Some(field);
+            }
+            &few[..own.len()]
+        } else {
+            many = own.iter().map(Some).collect();
+            &many
+        };
+        // Which of `own` are written already, by position (the first 64).
+        let mut written = 0u64;
+        for (kind, name, value, line) in raw.lines() {
+            match kind {
+                // Connection-level: not forwarded (RFC 9110 §7.6.1); this
+                // codec frames the body itself.
+                FieldKind::Connection
+                | FieldKind::KeepAlive
+                | FieldKind::ProxyConnection
+                | FieldKind::TransferEncoding => continue,
+                _ => {}
+            }
+            let mut replaced = false;
+            for (i, (n, v)) in own.iter().flatten().enumerate() {
+                if name.len() == n.as_str().len() && name.eq_ignore_ascii_case(n.as_str().as_bytes()) {
+                    replaced = true;
+                    if i < 64 && written & (1 << i) == 0 {
+                        written |= 1 << i;
+                        self.put(out, n, v);
+                    }
+                }
+            }
+            if replaced {
+                continue;
+            }
+            self.note(kind, value);
+            // Names go out lowercase, as from a map.
+            let at = out.len();
+            match line {
+                Some(line) => out.put_slice(line),
+                None => {
+                    out.put_slice(name);
+                    put_value(out, value);
+                }
+            }
+            out[at..at + name.len()].make_ascii_lowercase();
+        }
+        for (i, (n, v)) in own.iter().flatten().enumerate() {
+            if i >= 64 || written & (1 << i) == 0 {
+                self.put(out, n, v);
+            }
+        }
+    }
+
     /// Writes a field of the response's map, noting it.
     fn put(&mut self, out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
         let kind = if name == CONTENT_LENGTH {

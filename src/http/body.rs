@@ -20,6 +20,18 @@ pub enum DownstreamBody {
     H1(super::h1_server::RequestBody),
 }
 
+impl DownstreamBody {
+    /// Whether the request's map may hold hop-by-hop fields. HTTP/2 never
+    /// does: the h2 codec refuses a request with a connection-level field,
+    /// or a `te` other than `trailers` (which stays, RFC 9113 §8.2.2).
+    pub fn has_hop_by_hop_fields(&self) -> bool {
+        match self {
+            DownstreamBody::H2(_) => false,
+            DownstreamBody::H1(b) => b.has_hop_by_hop_fields(),
+        }
+    }
+}
+
 impl Body for DownstreamBody {
     type Data = Bytes;
     type Error = BodyError;

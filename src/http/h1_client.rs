@@ -379,10 +379,10 @@ pub async fn exchange(
     // The head stays as it came when the caller can write it so and it
     // needs no change; otherwise it becomes a map (room for what the proxy
     // adds: x-envoy-upstream-service-time, server…).
-    let (headers, raw) = if raw_ok && head.plain {
-        (HeaderMap::new(), Some(head.raw))
+    let (headers, raw, hop_by_hop) = if raw_ok && head.plain {
+        (HeaderMap::new(), Some(head.raw), false)
     } else {
-        let (mut map, _) = head
+        let (mut map, noted) = head
             .raw
             .spans
             .fields(&head.raw.head, 4)
@@ -390,7 +390,7 @@ pub async fn exchange(
         if both {
             map.remove(CONTENT_LENGTH);
         }
-        (map, None)
+        (map, None, noted.hop_by_hop)
     };
     let mut response = Response::new(Body {
         state: match framing {
@@ -404,6 +404,7 @@ pub async fn exchange(
         key,
         reusable,
         raw,
+        hop_by_hop,
     });
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
@@ -488,9 +489,17 @@ pub struct Body {
     /// The response's fields when they were left as they came (then the
     /// response's own map holds only what the proxy added).
     raw: Option<Box<RawHead>>,
+    /// The response's map holds a hop-by-hop field.
+    hop_by_hop: bool,
 }
 
 impl Body {
+    /// Whether the response's map may hold hop-by-hop fields (a raw head's
+    /// are skipped as it is written).
+    pub fn has_hop_by_hop_fields(&self) -> bool {
+        self.hop_by_hop
+    }
+
     /// The origin's fields, when the head was passed through raw.
     pub fn raw_head(&self) -> Option<&RawHead> {
         self.raw.as_deref()

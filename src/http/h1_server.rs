@@ -505,10 +505,11 @@ impl Connection {
             BodyFraming::None => None,
             f => Some(Pump::new(f)),
         };
-        let body = match &pump {
+        let mut body = match &pump {
             None => RequestBody::empty(),
             Some(p) => RequestBody::new(p.slot.clone(), framing),
         };
+        body.hop_by_hop = connection.hop_by_hop;
         if expect_continue {
             if !self.hcm().proxy_100_continue {
                 // Envoy answers at once and counts it as a 1xx response.
@@ -850,6 +851,9 @@ pub struct RequestBody {
     slot: Option<SharedSlot>,
     exact: Option<u64>,
     ended: bool,
+    /// The request's map holds a hop-by-hop field (told here, where the
+    /// head was parsed, so the proxy skips the walk when it holds none).
+    hop_by_hop: bool,
 }
 
 impl RequestBody {
@@ -858,6 +862,7 @@ impl RequestBody {
             slot: None,
             exact: Some(0),
             ended: true,
+            hop_by_hop: true,
         }
     }
 
@@ -869,7 +874,13 @@ impl RequestBody {
                 _ => None,
             },
             ended: false,
+            hop_by_hop: true,
         }
+    }
+
+    /// Whether the request's map may hold hop-by-hop fields.
+    pub fn has_hop_by_hop_fields(&self) -> bool {
+        self.hop_by_hop
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {

@@ -9,7 +9,7 @@ use std::io::{self, IoSlice};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 use super::headers::{KEEP_ALIVE_NAME, PROXY_CONNECTION_NAME};
@@ -210,10 +210,14 @@ impl FieldSpans {
                 if !noted.note_connection(value) {
                     continue;
                 }
+                noted.hop_by_hop = true;
             } else if name == CONTENT_LENGTH {
                 noted.content_length = true;
             } else if name == TRANSFER_ENCODING {
                 noted.transfer_encoding = true;
+                noted.hop_by_hop = true;
+            } else if name == TE || name == UPGRADE {
+                noted.hop_by_hop = true;
             } else if name == KEEP_ALIVE_NAME || name == PROXY_CONNECTION_NAME {
                 continue;
             }
@@ -366,6 +370,10 @@ pub struct ConnectionFields {
     pub keep_alive: bool,
     pub content_length: bool,
     pub transfer_encoding: bool,
+    /// A hop-by-hop field went into the map (a `connection` naming other
+    /// fields, `te`, `upgrade`, `transfer-encoding`): only then does the
+    /// proxy need `headers::remove_hop_by_hop`'s walk over the names.
+    pub hop_by_hop: bool,
 }
 
 impl ConnectionFields {
@@ -652,6 +660,30 @@ mod tests {
             for (kind, name, _) in raw.iter() {
                 assert_eq!(kind, field_kind(name));
             }
+        }
+    }
+
+    #[test]
+    fn a_map_is_marked_when_a_hop_by_hop_field_went_into_it() {
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: &[(Fields, bool)] = &[
+            (&[("Host", "a"), ("Accept", "*/*")], false),
+            // Dropped while the map is built: nothing left to remove.
+            (
+                &[("Connection", "keep-alive"), ("Keep-Alive", "timeout=5")],
+                false,
+            ),
+            (&[("Proxy-Connection", "close")], false),
+            (&[("Connection", "keep-alive, X-Drop")], true),
+            (&[("Transfer-Encoding", "chunked")], true),
+            (&[("TE", "trailers")], true),
+            (&[("Upgrade", "websocket")], true),
+        ];
+        for (pairs, want) in cases {
+            let raw = raw_head(pairs);
+            let (map, noted) = raw.spans.fields(&raw.head, 0).unwrap();
+            assert_eq!(noted.hop_by_hop, *want, "{pairs:?}");
+            assert!(!map.contains_key("keep-alive") && !map.contains_key("proxy-connection"));
         }
     }
 

@@ -848,7 +848,9 @@ async fn forward(
     info.first_upstream_response_byte = Some(info.start.elapsed());
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    hdr::remove_hop_by_hop(response.headers_mut(), switching);
+    if switching || response.body().has_hop_by_hop_fields() {
+        hdr::remove_hop_by_hop(response.headers_mut(), switching);
+    }
     for cookie in set_cookies {
         if let Ok(v) = HeaderValue::try_from(cookie) {
             response.headers_mut().append(header::SET_COOKIE, v);
@@ -965,7 +967,10 @@ fn build_upstream_request(
 ) -> Result<(Request<RequestBody>, Arc<RequestProgress>), String> {
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
-    hdr::remove_hop_by_hop(&mut headers, upgrading);
+    // The codec told whether any hop-by-hop field came (usually none).
+    if upgrading || body.has_hop_by_hop_fields() {
+        hdr::remove_hop_by_hop(&mut headers, upgrading);
+    }
     if !hcm.proxy_100_continue {
         // Envoy answers `Expect: 100-continue` itself (hyper sends the 100
         // when the body is first read) and does not forward the header.

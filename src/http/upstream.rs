@@ -153,6 +153,17 @@ pub enum Upstream {
     H1(Box<h1_client::Body>),
 }
 
+impl Upstream {
+    /// Whether the response's map may hold hop-by-hop fields (hyper's
+    /// responses are not looked into: they are rare here).
+    pub fn has_hop_by_hop_fields(&self) -> bool {
+        match self {
+            Upstream::Hyper(_) => true,
+            Upstream::H1(b) => b.has_hop_by_hop_fields(),
+        }
+    }
+}
+
 /// How long a connection sits idle before a check-in looks at whether the
 /// origin closed it (busy pools cycle faster and pay nothing).
 const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);

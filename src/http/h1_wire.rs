@@ -269,7 +269,8 @@ pub fn field_kind(name: &[u8]) -> FieldKind {
 /// Whether `token` (of `known`'s length, at most 24 bytes) is `known` in
 /// any case. `known` holds lowercase letters and `-`, each with the 0x20
 /// bit set: a token byte OR 0x20 equals one only when it is that letter in
-/// either case or that `-` (no token byte is 0x0D). Compared eight bytes
+/// either case or that `-` (no token byte is 0x0D; nor is any byte of a
+/// field value, which httparse checked too, so values may be compared). Compared eight bytes
 /// at a time (overlapping words for the tail): a field name is classified
 /// for every field of every head, and byte-wise case folding was a tenth
 /// of the raw head's cost.
@@ -380,6 +381,18 @@ impl ConnectionFields {
     /// Notes one `connection` field's options; true when it names anything
     /// besides `close` and `keep-alive` (so it must stay in the map).
     fn note_connection(&mut self, value: &[u8]) -> bool {
+        // The usual value is one of the two alone: no splitting then.
+        match value.len() {
+            5 if token_is(value, b"close") => {
+                self.close = true;
+                return false;
+            }
+            10 if token_is(value, b"keep-alive") => {
+                self.keep_alive = true;
+                return false;
+            }
+            _ => {}
+        }
         let mut others = false;
         for option in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if option.eq_ignore_ascii_case(b"close") {
@@ -743,6 +756,12 @@ mod tests {
             (Version::HTTP_10, "", false),
             (Version::HTTP_10, "connection: Keep-Alive\r\n", true),
             (Version::HTTP_10, "connection: x-a, keep-alive\r\n", true),
+            (Version::HTTP_11, "connection: CLOSE\r\n", false),
+            (Version::HTTP_11, "connection: clos\r\n", true),
+            (Version::HTTP_11, "connection: closer\r\n", true),
+            (Version::HTTP_10, "connection: KEEP-ALIVE\r\n", true),
+            (Version::HTTP_10, "connection: keep_alive\r\n", false),
+            (Version::HTTP_10, "connection: keep alive\r\n", false),
         ];
         for (v, fields, want) in cases {
             assert_eq!(noted(fields).1.keeps_alive(*v), *want, "{v:?} {fields:?}");

@@ -382,7 +382,7 @@ pub async fn exchange(
     let (headers, raw, hop_by_hop) = if raw_ok && head.plain {
         (HeaderMap::new(), Some(head.raw), false)
     } else {
-        let (mut map, noted) = head
+        let (mut map, _) = head
             .raw
             .spans
             .fields(&head.raw.head, 4)
@@ -390,7 +390,7 @@ pub async fn exchange(
         if both {
             map.remove(CONTENT_LENGTH);
         }
-        (map, None, noted.hop_by_hop)
+        (map, None, head.connection.hop_by_hop)
     };
     let mut response = Response::new(Body {
         state: match framing {

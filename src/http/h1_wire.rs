@@ -181,6 +181,14 @@ impl FieldSpans {
         }
     }
 
+    fn spans_mut(&mut self) -> &mut [Span] {
+        if self.many.is_empty() {
+            &mut self.few[..self.count]
+        } else {
+            &mut self.many[..]
+        }
+    }
+
     /// Each field's kind (`Other` until `RawHead::scan`), name and value as
     /// they came, read from `head` (the buffer the spans were taken from).
     pub fn iter<'a>(&'a self, head: &'a [u8]) -> impl Iterator<Item = (FieldKind, &'a [u8], &'a [u8])> + 'a {
@@ -203,9 +211,11 @@ impl FieldSpans {
     pub fn fields(&self, head: &Bytes, room: usize) -> Result<(HeaderMap, ConnectionFields), &'static str> {
         let mut map = HeaderMap::with_capacity(self.count + room);
         let mut noted = ConnectionFields::default();
-        let base = head.as_ptr() as usize;
-        for (_, name, value) in self.iter(head) {
-            let name = HeaderName::from_bytes(name).map_err(|_| "invalid header name")?;
+        for span in self.spans() {
+            let (from, to) = (span.value.0 as usize, span.value.1 as usize);
+            let value = &head[from..to];
+            let name = HeaderName::from_bytes(&head[span.name.0 as usize..span.name.1 as usize])
+                .map_err(|_| "invalid header name")?;
             if name == CONNECTION {
                 if !noted.note_connection(value) {
                     continue;
@@ -221,9 +231,8 @@ impl FieldSpans {
             } else if name == KEEP_ALIVE_NAME || name == PROXY_CONNECTION_NAME {
                 continue;
             }
-            let from = value.as_ptr() as usize - base;
-            let value = HeaderValue::from_maybe_shared(head.slice(from..from + value.len()))
-                .map_err(|_| "invalid header value")?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(from..to)).map_err(|_| "invalid header value")?;
             map.append(name, value);
         }
         Ok((map, noted))
@@ -270,10 +279,10 @@ pub fn field_kind(name: &[u8]) -> FieldKind {
 /// any case. `known` holds lowercase letters and `-`, each with the 0x20
 /// bit set: a token byte OR 0x20 equals one only when it is that letter in
 /// either case or that `-` (no token byte is 0x0D; nor is any byte of a
-/// field value, which httparse checked too, so values may be compared). Compared eight bytes
-/// at a time (overlapping words for the tail): a field name is classified
-/// for every field of every head, and byte-wise case folding was a tenth
-/// of the raw head's cost.
+/// field value, which httparse checked too, so values may be compared).
+/// Compared eight bytes at a time (overlapping words for the tail): a field
+/// name is classified for every field of every head, and byte-wise case
+/// folding was a tenth of the raw head's cost.
 fn token_is(token: &[u8], known: &[u8]) -> bool {
     let n = known.len();
     debug_assert!(token.len() == n && n <= 24);
@@ -328,7 +337,7 @@ impl RawHead {
 
     /// Tells each field's kind (kept, so that the framing and the writer
     /// compare no names again); returns what the connection-level fields
-    /// said, and whether the head can be passed on as it is: only when
+    /// said (as `FieldSpans::fields` notes them), and whether the head can be passed on as it is: only when
     /// removing the hop-by-hop fields needs no more than skipping
     /// `connection`, `keep-alive`, `proxy-connection` and
     /// `transfer-encoding` as they are written (no `connection` naming
@@ -338,22 +347,30 @@ impl RawHead {
         let mut noted = ConnectionFields::default();
         let mut plain = true;
         let head = &self.head;
-        let spans = if self.spans.many.is_empty() {
-            &mut self.spans.few[..self.spans.count]
-        } else {
-            &mut self.spans.many[..]
-        };
+        let spans = self.spans.spans_mut();
         for span in spans {
             let kind = field_kind(&head[span.name.0 as usize..span.name.1 as usize]);
             span.kind = kind;
-            match kind {
-                FieldKind::Connection => {
-                    plain &= !noted.note_connection(&head[span.value.0 as usize..span.value.1 as usize])
+            let value = &head[span.value.0 as usize..span.value.1 as usize];
+            // A hop-by-hop field that skipping it as it is written would not
+            // handle: it goes to the map (and its walk) instead.
+            let needs_map = match kind {
+                FieldKind::Connection => noted.note_connection(value),
+                FieldKind::Te | FieldKind::Upgrade => true,
+                FieldKind::ContentLength => {
+                    noted.content_length = true;
+                    false
                 }
-                FieldKind::ContentLength => noted.content_length = true,
-                FieldKind::TransferEncoding => noted.transfer_encoding = true,
-                FieldKind::Te | FieldKind::Upgrade => plain = false,
-                _ => {}
+                FieldKind::TransferEncoding => {
+                    noted.transfer_encoding = true;
+                    noted.hop_by_hop = true;
+                    false
+                }
+                _ => false,
+            };
+            if needs_map {
+                noted.hop_by_hop = true;
+                plain = false;
             }
         }
         plain &= !(noted.content_length && noted.transfer_encoding);
@@ -693,9 +710,11 @@ mod tests {
             (&[("Upgrade", "websocket")], true),
         ];
         for (pairs, want) in cases {
-            let raw = raw_head(pairs);
+            let mut raw = raw_head(pairs);
             let (map, noted) = raw.spans.fields(&raw.head, 0).unwrap();
             assert_eq!(noted.hop_by_hop, *want, "{pairs:?}");
+            // The raw scan notes the same.
+            assert_eq!(raw.scan().0, noted, "{pairs:?}");
             assert!(!map.contains_key("keep-alive") && !map.contains_key("proxy-connection"));
         }
     }

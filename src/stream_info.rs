@@ -317,7 +317,7 @@ pub struct StreamInfo {
     /// When the last response byte was sent (`%DURATION%`).
     pub end: Option<Duration>,
     pub upstream_host: Option<SocketAddr>,
-    pub upstream_cluster: Option<String>,
+    pub upstream_cluster: Option<Arc<str>>,
     pub upstream_local_address: Option<SocketAddr>,
     pub upstream_transport_failure_reason: Option<String>,
     /// The client as Envoy sees it (after XFF trust, when implemented).

@@ -711,9 +711,9 @@ fn address(a: &SocketAddr, part: AddrPart) -> Value<'static> {
     }
 }
 
-fn opt_str(s: &Option<String>) -> Value<'_> {
+fn opt_str<S: AsRef<str>>(s: &Option<S>) -> Value<'_> {
     match s {
-        Some(s) => Value::Str(Cow::Borrowed(s)),
+        Some(s) => Value::Str(Cow::Borrowed(s.as_ref())),
         None => Value::Missing,
     }
 }

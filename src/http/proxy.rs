@@ -1,7 +1,6 @@
 //! The request pipeline of the HTTP connection manager and router: route,
 //! pick a cluster and host, forward, and answer locally when Envoy would.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -77,7 +76,7 @@ pub async fn handle(
         req.method().clone(),
         req.uri()
             .path_and_query()
-            .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string()),
+            .map_or_else(|| req.uri().path(), |p| p.as_str()),
         authority.clone().unwrap_or_default(),
         req.version(),
         if record {
@@ -552,15 +551,15 @@ fn allowed_upgrade(hcm: &Hcm, action: &RouteAction, kind: &str) -> bool {
     hcm.upgrades.iter().any(|(t, enabled)| t == kind && *enabled)
 }
 
-fn pick_cluster<'a>(action: &'a RouteAction, req: &Request<DownstreamBody>) -> Option<Cow<'a, str>> {
+fn pick_cluster(action: &RouteAction, req: &Request<DownstreamBody>) -> Option<Arc<str>> {
     match &action.target {
-        ClusterTarget::Name(n) => Some(Cow::Borrowed(n)),
-        ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h).map(Cow::Owned),
+        ClusterTarget::Name(n) => Some(n.clone()),
+        ClusterTarget::Header(h) => route_table::cluster_from_header(req.headers(), h).map(Arc::from),
         ClusterTarget::Weighted(clusters, total) => {
             let mut r = fastrand::u64(..*total);
             clusters.iter().find_map(|(name, w)| {
                 if r < u64::from(*w) {
-                    Some(Cow::Borrowed(name.as_str()))
+                    Some(name.clone())
                 } else {
                     r -= u64::from(*w);
                     None
@@ -575,7 +574,6 @@ fn pick_cluster<'a>(action: &'a RouteAction, req: &Request<DownstreamBody>) -> O
 struct InFlight {
     host: Arc<Host>,
     cluster: Arc<Cluster>,
-    sent: Instant,
 }
 
 impl InFlight {
@@ -584,21 +582,19 @@ impl InFlight {
         host.stats.rq_active.inc();
         cluster.stats.upstream_rq_total.inc();
         cluster.stats.upstream_rq_active.inc();
-        InFlight {
-            host,
-            cluster,
-            sent: Instant::now(),
-        }
+        InFlight { host, cluster }
     }
 
     /// The upstream answered (or legate answered for it: 503/504), as
-    /// Envoy charges the cluster's `upstream_rq_<class>`.
-    fn finish(&self, status: u16) {
+    /// Envoy charges the cluster's `upstream_rq_<class>`; `took`: since the
+    /// request was sent (the caller's clock reads, shared with the other
+    /// timings of the exchange).
+    fn finish(&self, status: u16, took: std::time::Duration) {
         let c = &self.cluster.stats;
         c.upstream_rq_completed.inc();
         c.upstream_rq_xx.record(status);
         c.record_code(self.cluster.id, status);
-        c.upstream_rq_time.record(self.sent.elapsed().as_millis() as u64);
+        c.upstream_rq_time.record(took.as_millis() as u64);
         let h = &self.host.stats;
         if status >= 500 {
             h.rq_error.inc();
@@ -639,8 +635,8 @@ async fn forward(
             "cluster_not_found",
         );
     };
-    info.upstream_cluster = Some(cluster_name.to_string());
-    let Some(cluster) = snap.clusters.get(cluster_name.as_ref()).cloned() else {
+    let Some(cluster) = snap.clusters.get(&*cluster_name).cloned() else {
+        info.upstream_cluster = Some(cluster_name);
         hcm.stats.no_cluster.inc();
         return local(
             info,
@@ -650,6 +646,7 @@ async fn forward(
             "cluster_not_found",
         );
     };
+    info.upstream_cluster = Some(cluster_name);
     hcm.stats.rq_total.inc();
     // RING_HASH / MAGLEV pick by the route's hash_policy (at random without a
     // hash). Envoy hashes `:authority` as received, so the raw authority.
@@ -681,6 +678,10 @@ async fn forward(
             "no_healthy_upstream",
         );
     };
+    // One clock read for the exchange's start, one for its answer: the
+    // upstream time, the service-time header and the first-byte time are
+    // differences of the two (each read is a vDSO call).
+    let sent_at = Instant::now();
     let in_flight = InFlight::start(cluster.clone(), host.clone());
     info.upstream_host = Some(host.addr);
 
@@ -734,7 +735,6 @@ async fn forward(
         }
     };
     let (upstream_req, received) = upstream_req;
-    let sent_at = Instant::now();
     // Response headers are awaited for the route timeout, or the stream idle
     // timeout when that is shorter (then it is Envoy's 408 SI, not 504 UT).
     let idle = action.idle_timeout.or(hcm.stream_idle_timeout);
@@ -775,7 +775,7 @@ async fn forward(
         received.clone(),
     );
     let waited = match wait {
-        Some(t) => match tokio::time::timeout(t, send).await {
+        Some(t) => match tokio::time::timeout_at(tokio::time::Instant::from_std(sent_at) + t, send).await {
             Ok(r) => r.map_err(|RequestTimedOut| Timeout::Request),
             Err(_) if idle_first => Err(Timeout::StreamIdle),
             Err(_) => Err(Timeout::Route),
@@ -812,15 +812,17 @@ async fn forward(
                     )
                 }
             };
-            in_flight.finish(status.as_u16());
+            in_flight.finish(status.as_u16(), sent_at.elapsed());
             let mut o = local(info, status, body, flag, details);
             o.received = Some(received);
             return o;
         }
     };
+    let answered_at = Instant::now();
+    let upstream_time = answered_at - sent_at;
     let (mut response, upstream_lease) = match result {
         Ok((r, lease)) => {
-            in_flight.finish(r.status().as_u16());
+            in_flight.finish(r.status().as_u16(), upstream_time);
             (r, lease)
         }
         Err(e) => {
@@ -832,7 +834,7 @@ async fn forward(
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.inc();
             }
-            in_flight.finish(503);
+            in_flight.finish(503, upstream_time);
             info.upstream_transport_failure_reason = transport.clone();
             let body = connect_failure_body(reason, transport.as_deref());
             let details = format!(
@@ -845,7 +847,7 @@ async fn forward(
         }
     };
     drop(in_flight);
-    info.first_upstream_response_byte = Some(info.start.elapsed());
+    info.first_upstream_response_byte = Some(answered_at - info.start);
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching || response.body().has_hop_by_hop_fields() {
@@ -859,7 +861,7 @@ async fn forward(
     if !hcm.suppress_envoy_headers {
         response.headers_mut().insert(
             hdr::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-            hdr::millis(sent_at.elapsed().as_millis() as u64),
+            hdr::millis(upstream_time.as_millis() as u64),
         );
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -1004,7 +1006,7 @@ fn build_upstream_request(
             headers.insert(hdr::X_ENVOY_ORIGINAL_PATH.clone(), v);
         }
     }
-    let host_header = match &action.host_rewrite {
+    let host_rewrite: Option<String> = match &action.host_rewrite {
         HostRewrite::None => None,
         HostRewrite::Literal(h) => Some(h.clone()),
         HostRewrite::Auto => Some(host.hostname.clone()),
@@ -1021,16 +1023,15 @@ fn build_upstream_request(
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
     }
-    // Without a rewrite the request's own `host` (its authority) stays as
-    // it came: no new value to build.
-    let host_header = match host_header {
+    match &host_rewrite {
         Some(h) => {
             headers.insert(
                 header::HOST,
-                HeaderValue::from_str(&h).map_err(|_| "invalid host".to_string())?,
+                HeaderValue::from_str(h).map_err(|_| "invalid host".to_string())?,
             );
-            h
         }
+        // Without a rewrite the request's own `host` (its authority) stays
+        // as it came: no new value to build.
         None => {
             if headers
                 .get(header::HOST)
@@ -1041,9 +1042,9 @@ fn build_upstream_request(
                     HeaderValue::from_str(authority).map_err(|_| "invalid host".to_string())?,
                 );
             }
-            authority.to_string()
         }
-    };
+    }
+    let host_header = host_rewrite.as_deref().unwrap_or(authority);
 
     // Request header mutations: route, virtual host, route configuration.
     let fmt = |s: &str| expand(s, info, StatusCode::OK);
@@ -1077,15 +1078,20 @@ fn build_upstream_request(
     if hyper::body::Body::is_end_stream(&body) {
         received.mark_done();
     }
-    let mut builder = Request::builder().method(parts.method).uri(uri);
-    if let Some(h) = builder.headers_mut() {
-        *h = headers;
-    }
-    let upstream = builder
-        .body(RequestBody {
+    // The downstream request's parts become the upstream request's (no
+    // builder: each of its steps moves the whole head). Extensions stay
+    // behind (they are the downstream codec's), and the version is the
+    // one legate speaks upstream (the h1 writers and hyper read it).
+    parts.uri = uri;
+    parts.headers = headers;
+    parts.version = Version::HTTP_11;
+    parts.extensions.clear();
+    let upstream = Request::from_parts(
+        parts,
+        RequestBody {
             inner: body,
             received: received.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        },
+    );
     Ok((upstream, received))
 }

@@ -4,6 +4,7 @@
 
 use super::duration;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -119,11 +120,13 @@ pub enum Action {
 }
 
 #[derive(Debug)]
+/// Cluster names are shared with each request's record (`StreamInfo`'s
+/// upstream cluster) rather than copied per request.
 pub enum ClusterTarget {
-    Name(String),
+    Name(Arc<str>),
     Header(HeaderName),
     /// (cluster, weight), and the sum of weights.
-    Weighted(Vec<(String, u32)>, u64),
+    Weighted(Vec<(Arc<str>, u32)>, u64),
 }
 
 #[derive(Debug, PartialEq)]
@@ -634,16 +637,16 @@ fn compile_action(ra: &rpb::RouteAction) -> Result<RouteAction, String> {
         ClusterNotFoundResponseCode as Nf, ClusterSpecifier as C, HostRewriteSpecifier as H,
     };
     let target = match &ra.cluster_specifier {
-        Some(C::Cluster(c)) => ClusterTarget::Name(c.clone()),
+        Some(C::Cluster(c)) => ClusterTarget::Name(Arc::from(c.as_str())),
         Some(C::ClusterHeader(h)) => ClusterTarget::Header(
             HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
                 .map_err(|_| format!("`{h}` is not a header name"))?,
         ),
         Some(C::WeightedClusters(w)) => {
-            let clusters: Vec<(String, u32)> = w
+            let clusters: Vec<(Arc<str>, u32)> = w
                 .clusters
                 .iter()
-                .map(|c| (c.name.clone(), c.weight.unwrap_or(0)))
+                .map(|c| (Arc::from(c.name.as_str()), c.weight.unwrap_or(0)))
                 .collect();
             let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
             if total == 0 {

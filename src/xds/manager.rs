@@ -1330,12 +1330,12 @@ impl Manager {
     fn switch(&self, st: &mut State, to: Serving) {
         st.switched = true;
         let listeners: Vec<Arc<Listener>> = st.listeners.values().map(|e| e.compiled.clone()).collect();
-        let clusters: std::collections::HashMap<String, Arc<Cluster>> = st
+        let clusters: crate::model::ByName<Arc<Cluster>> = st
             .clusters
             .iter()
             .map(|(n, e)| (n.clone(), e.compiled.clone()))
             .collect();
-        let routes: std::collections::HashMap<String, Arc<RouteTable>> = st
+        let routes: crate::model::ByName<Arc<RouteTable>> = st
             .routes
             .iter()
             .map(|(n, e)| (n.clone(), e.table.clone()))

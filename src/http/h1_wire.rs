@@ -122,11 +122,11 @@ pub fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
 
 /// Where each field of a just-parsed head lies in the read buffer: offsets
 /// rather than slices, so that the head can be frozen and the field values
-/// shared with it instead of copied. On the stack for the usual handful.
+/// shared with it instead of copied. On the heap: an inline array for the
+/// usual handful made the struct half a KiB, copied at every move (five
+/// per request), which cost more than the allocation.
 pub struct FieldSpans {
-    few: [Span; 24],
-    many: Vec<Span>,
-    count: usize,
+    spans: Vec<Span>,
 }
 
 /// Offsets of one field's name and value (a head is at most tens of KiB),
@@ -150,43 +150,25 @@ impl FieldSpans {
                 kind: FieldKind::Other,
             }
         };
-        let mut spans = FieldSpans {
-            few: [Span::default(); 24],
-            many: Vec::new(),
-            count: fields.len(),
-        };
-        if fields.len() <= spans.few.len() {
-            for (slot, h) in spans.few.iter_mut().zip(fields) {
-                *slot = span(h);
-            }
-        } else {
-            spans.many = fields.iter().map(span).collect();
+        FieldSpans {
+            spans: fields.iter().map(span).collect(),
         }
-        spans
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.spans.is_empty()
     }
 
     fn spans(&self) -> &[Span] {
-        if self.many.is_empty() {
-            &self.few[..self.count]
-        } else {
-            &self.many[..]
-        }
+        &self.spans
     }
 
     fn spans_mut(&mut self) -> &mut [Span] {
-        if self.many.is_empty() {
-            &mut self.few[..self.count]
-        } else {
-            &mut self.many[..]
-        }
+        &mut self.spans
     }
 
     /// Each field's kind (`Other` until `RawHead::scan`), name and value as
@@ -209,7 +191,7 @@ impl FieldSpans {
     /// `bench/instructions`). A `connection` that names anything else stays,
     /// for `headers::remove_hop_by_hop` and upgrades.
     pub fn fields(&self, head: &Bytes, room: usize) -> Result<(HeaderMap, ConnectionFields), &'static str> {
-        let mut map = HeaderMap::with_capacity(self.count + room);
+        let mut map = HeaderMap::with_capacity(self.len() + room);
         let mut noted = ConnectionFields::default();
         for span in self.spans() {
             let (from, to) = (span.value.0 as usize, span.value.1 as usize);
@@ -243,8 +225,7 @@ impl FieldSpans {
 /// by name (any case) without building a `HeaderName`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldKind {
-    /// First, so that a span's default is all zero bytes (cleared by one
-    /// memset for a whole head's worth).
+    /// Any field legate does not look at by name.
     #[default]
     Other,
     Connection,

@@ -168,7 +168,7 @@ pub struct ResponseBody {
     idle: Option<Idle>,
     /// The upstream HTTP/2 stream this body is read from, held until the
     /// body is dropped.
-    lease: Option<super::upstream::Lease>,
+    _lease: Option<super::upstream::Lease>,
 }
 
 impl ResponseBody {
@@ -179,7 +179,7 @@ impl ResponseBody {
             received: None,
             on_complete: None,
             idle: None,
-            lease: None,
+            _lease: None,
         }
     }
 
@@ -187,7 +187,16 @@ impl ResponseBody {
         ResponseBody::full(Bytes::new())
     }
 
-    pub fn upstream(body: super::upstream::Upstream) -> ResponseBody {
+    /// The body of an upstream response. `idle`: the body ends with a reset
+    /// (SI) when the upstream sends nothing for that long
+    /// (`stream_idle_timeout`, or the route's `idle_timeout`). `lease`: the
+    /// upstream HTTP/2 stream it is read from. Built in one step (and
+    /// completed in place, `complete_with`): each move copies the body.
+    pub fn upstream(
+        body: super::upstream::Upstream,
+        idle: Option<std::time::Duration>,
+        lease: Option<super::upstream::Lease>,
+    ) -> ResponseBody {
         ResponseBody {
             inner: match body {
                 super::upstream::Upstream::Hyper(b) => Inner::Upstream(b),
@@ -196,35 +205,21 @@ impl ResponseBody {
             info: None,
             received: None,
             on_complete: None,
-            idle: None,
-            lease: None,
+            idle: idle.map(|after| Idle { after, sleep: None }),
+            _lease: lease,
         }
     }
 
     /// Attaches the request's record; `on_complete` runs when the body ends.
-    pub fn with_completion(
-        mut self,
+    pub fn complete_with(
+        &mut self,
         info: Box<StreamInfo>,
         received: Option<Arc<RequestProgress>>,
         on_complete: OnComplete,
-    ) -> Self {
+    ) {
         self.info = Some(info);
         self.received = received;
         self.on_complete = Some(on_complete);
-        self
-    }
-
-    /// Attaches the upstream connection this body is read from.
-    pub fn with_lease(mut self, lease: Option<super::upstream::Lease>) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Ends the body with a reset (SI) when the upstream sends nothing for
-    /// `after` (`stream_idle_timeout`, or the route's `idle_timeout`).
-    pub fn with_idle_timeout(mut self, after: Option<std::time::Duration>) -> Self {
-        self.idle = after.map(|after| Idle { after, sleep: None });
-        self
     }
 
     /// The origin's response fields when they were kept as they came: the

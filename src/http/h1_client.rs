@@ -43,6 +43,10 @@ const MAX_INFORMATIONAL: u32 = 32;
 pub struct Conn {
     io: Counted,
     read: BytesMut,
+    /// What is left to write of the current request. It lives with the
+    /// connection, so its storage is reused request after request (a
+    /// connection goes back to its pool only once it is empty).
+    pending: VecDeque<Bytes>,
 }
 
 impl Conn {
@@ -50,6 +54,7 @@ impl Conn {
         Conn {
             io,
             read: BytesMut::new(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -267,9 +272,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, &'static str> {
     }))
 }
 
-/// The request side of an exchange: what is left to write.
+/// The request side of an exchange: the body still to forward (what is
+/// left to write is the connection's `pending`).
 struct Writer {
-    pending: VecDeque<Bytes>,
     body: Option<RequestBody>,
     chunked: bool,
     /// Writing failed (the origin closed or reset): nothing more is sent,
@@ -278,8 +283,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.body.is_none() && self.broken.is_none()
+    fn is_done(&self, conn: &Conn) -> bool {
+        conn.pending.is_empty() && self.body.is_none() && self.broken.is_none()
     }
 
     /// Pumps unless broken; a write failure only marks it broken (the
@@ -299,7 +304,7 @@ impl Writer {
     }
 
     fn poll_flush(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        poll_write_queue(conn.io.stream(), &mut self.pending, cx).map_err(Error::Io)
+        poll_write_queue(conn.io.stream(), &mut conn.pending, cx).map_err(Error::Io)
     }
 
     /// Writes what is pending and forwards the request body as it comes.
@@ -313,20 +318,20 @@ impl Writer {
             match ready!(Pin::new(body).poll_frame(cx)) {
                 None => {
                     if self.chunked {
-                        self.pending.push_back(last_chunk(None));
+                        conn.pending.push_back(last_chunk(None));
                     }
                     self.body = None;
                 }
                 Some(Err(e)) => return Poll::Ready(Err(Error::RequestBody(e))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
-                    Ok(data) if self.chunked => queue_chunk(&mut self.pending, data),
-                    Ok(data) => self.pending.push_back(data),
+                    Ok(data) if self.chunked => queue_chunk(&mut conn.pending, data),
+                    Ok(data) => conn.pending.push_back(data),
                     Err(frame) => {
                         // Trailers end the body; HTTP/1.1 carries them only
                         // in the chunked encoding.
                         if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
-                            self.pending.push_back(last_chunk(Some(&trailers)));
+                            conn.pending.push_back(last_chunk(Some(&trailers)));
                             self.body = None;
                         }
                     }
@@ -349,9 +354,10 @@ pub async fn exchange(
     chunked: bool,
     request_was_head: bool,
     raw_ok: bool,
-) -> Result<Response<Body>, Error> {
+) -> Result<Response<Box<Body>>, Error> {
+    conn.pending.clear();
+    conn.pending.push_back(head);
     let mut writer = Writer {
-        pending: VecDeque::from([head]),
         body,
         chunked,
         broken: None,
@@ -392,7 +398,9 @@ pub async fn exchange(
         }
         (map, None, head.connection.hop_by_hop)
     };
-    let mut response = Response::new(Body {
+    // Boxed here, where it is made: the body holds the connection and is
+    // a few hundred bytes, which each move on the way out would copy.
+    let mut response = Response::new(Box::new(Body {
         state: match framing {
             ResponseFraming::None => State::Done,
             ResponseFraming::Length(n) => State::Length(n),
@@ -405,7 +413,7 @@ pub async fn exchange(
         reusable,
         raw,
         hop_by_hop,
-    });
+    }));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = headers;
@@ -510,7 +518,7 @@ impl Body {
     fn finish(&mut self) {
         self.state = State::Done;
         if let Some(conn) = self.conn.take() {
-            if self.reusable && self.writer.is_done() && conn.read.is_empty() {
+            if self.reusable && self.writer.is_done(&conn) && conn.read.is_empty() {
                 super::upstream::check_in(self.key, conn);
             }
         }

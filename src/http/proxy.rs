@@ -2,9 +2,11 @@
 //! pick a cluster and host, forward, and answer locally when Envoy would.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -266,13 +268,12 @@ fn finish(
     }
     let logs = hcm.clone();
     let listener = conn.listener.clone();
-    let (parts, body) = response.into_parts();
-    let body = body.with_completion(
+    response.body_mut().complete_with(
         info,
         outcome.received,
         Box::new(move |info: Box<StreamInfo>| complete(&logs, &listener, &info)),
     );
-    Response::from_parts(parts, body)
+    response
 }
 
 fn authority_of(req: &Request<DownstreamBody>) -> Option<Arc<str>> {
@@ -748,9 +749,6 @@ async fn forward(
     let request_deadline = hcm
         .request_timeout
         .map(|t| tokio::time::Instant::from_std(info.start) + t);
-    // Boxed: the exchange's future is KiBs (hyper's request futures); kept
-    // inline it would be copied at every level of nesting below (memmove was
-    // the worker's largest user-space cost before this).
     // An HTTP/1.1 response head may go to an HTTP/1.1 client as it came
     // when nothing here reads or changes its fields: the proxy's additions
     // (x-envoy-upstream-service-time, server, x-request-id, connection)
@@ -762,26 +760,46 @@ async fn forward(
         && vhost.response_headers.is_empty()
         && table.response_headers.is_empty()
         && !matches!(hcm.server_header, ServerHeader::AppendIfAbsent);
-    let send = within_request_timeout(
-        Box::pin(upstream::send(
-            &cluster,
-            &host,
-            h2,
-            upgrade.is_some(),
-            raw_head_ok,
-            upstream_req,
-        )),
-        request_deadline,
-        received.clone(),
-    );
-    let waited = match wait {
-        Some(t) => match tokio::time::timeout_at(tokio::time::Instant::from_std(sent_at) + t, send).await {
-            Ok(r) => r.map_err(|RequestTimedOut| Timeout::Request),
-            Err(_) if idle_first => Err(Timeout::StreamIdle),
-            Err(_) => Err(Timeout::Route),
-        },
-        None => send.await.map_err(|RequestTimedOut| Timeout::Request),
-    };
+    // Boxed: the exchange's future is KiBs (hyper's request futures); kept
+    // inline it would be copied at every level of nesting (memmove was the
+    // worker's largest user-space cost before this).
+    let mut send = Box::pin(upstream::send(
+        &cluster,
+        &host,
+        h2,
+        upgrade.is_some(),
+        raw_head_ok,
+        upstream_req,
+    ));
+    // The response head races two timers, polled in one place (not nested
+    // timeout futures, each of which moved the exchange's result again).
+    // `request_timeout` counts only while the request is still arriving.
+    let wait_timer = wait.map(|t| tokio::time::sleep_until(tokio::time::Instant::from_std(sent_at) + t));
+    let request_timer = request_deadline.map(tokio::time::sleep_until);
+    tokio::pin!(wait_timer, request_timer);
+    let waited = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = send.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if let Some(t) = request_timer.as_mut().as_pin_mut() {
+            if !received.is_done() && t.poll(cx).is_ready() {
+                return Poll::Ready(Err(Timeout::Request));
+            }
+        }
+        if let Some(t) = wait_timer.as_mut().as_pin_mut() {
+            if t.poll(cx).is_ready() {
+                return Poll::Ready(Err(if idle_first {
+                    Timeout::StreamIdle
+                } else {
+                    Timeout::Route
+                }));
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    // Its memory goes now, not when the response body has been streamed.
+    drop(send);
     let result = match waited {
         Ok(r) => r,
         Err(timeout) => {
@@ -881,18 +899,10 @@ async fn forward(
     }
     let (parts, body) = response.into_parts();
     Outcome {
-        response: Response::from_parts(
-            parts,
-            ResponseBody::upstream(body)
-                .with_idle_timeout(idle)
-                .with_lease(upstream_lease),
-        ),
+        response: Response::from_parts(parts, ResponseBody::upstream(body, idle, upstream_lease)),
         received: Some(received),
     }
 }
-
-/// `request_timeout` passed before the whole request was received.
-struct RequestTimedOut;
 
 /// Which timeout ended the wait for the upstream's response headers.
 enum Timeout {
@@ -902,29 +912,6 @@ enum Timeout {
     StreamIdle,
     /// The route timeout (504 UT).
     Route,
-}
-
-/// Runs `send` (the upstream exchange) and fails with [`RequestTimedOut`]
-/// when `deadline` passes while the downstream request body is still
-/// incomplete; once it is complete the deadline no longer applies.
-async fn within_request_timeout<F: std::future::Future>(
-    send: F,
-    deadline: Option<tokio::time::Instant>,
-    progress: Arc<RequestProgress>,
-) -> Result<F::Output, RequestTimedOut> {
-    let Some(deadline) = deadline else {
-        return Ok(send.await);
-    };
-    tokio::pin!(send);
-    tokio::select! {
-        out = &mut send => return Ok(out),
-        _ = tokio::time::sleep_until(deadline) => {}
-    }
-    if progress.is_done() {
-        Ok(send.await)
-    } else {
-        Err(RequestTimedOut)
-    }
 }
 
 /// The response flag, Envoy's reset reason and the transport failure

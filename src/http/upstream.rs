@@ -286,7 +286,7 @@ pub async fn send(
         )
         .await
         {
-            Ok(resp) => return Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
+            Ok(resp) => return Ok((resp.map(Upstream::H1), None)),
             Err(h1_client::Error::ClosedBeforeResponse(_)) if may_retry => may_retry = false,
             Err(e) => return Err(SendError::Request(e.into())),
         }
@@ -294,7 +294,7 @@ pub async fn send(
     let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
     let conn = h1_client::Conn::new(io.into_inner());
     match h1_client::exchange(conn, key, head, body, chunked, is_head, raw_head_ok).await {
-        Ok(resp) => Ok((resp.map(|b| Upstream::H1(Box::new(b))), None)),
+        Ok(resp) => Ok((resp.map(Upstream::H1), None)),
         Err(e) => Err(SendError::Request(e.into())),
     }
 }

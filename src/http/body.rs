@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::model::cluster::{Cluster, Host};
 use crate::stream_info::{ResponseFlags, StreamInfo};
 
 /// A downstream request body as a codec reads it: hyper's (HTTP/2) or
@@ -138,6 +139,48 @@ struct Idle {
 #[derive(Debug)]
 struct IdleTimeout;
 
+/// The route `timeout` once the response has started: Envoy's spans until
+/// the response is complete, so a response still streaming when it passes
+/// is reset (`UT`). The timer is only armed when the upstream makes us
+/// wait; the cluster and host count it as `upstream_rq_timeout` and
+/// `rq_timeout`.
+pub struct RouteDeadline {
+    pub at: tokio::time::Instant,
+    pub cluster: Arc<Cluster>,
+    pub host: Arc<Host>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RouteDeadline {
+    pub fn new(at: tokio::time::Instant, cluster: Arc<Cluster>, host: Arc<Host>) -> RouteDeadline {
+        RouteDeadline {
+            at,
+            cluster,
+            host,
+            sleep: None,
+        }
+    }
+
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = self.at;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+#[derive(Debug)]
+struct RouteTimeout;
+
+impl std::fmt::Display for RouteTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream request timeout")
+    }
+}
+
+impl std::error::Error for RouteTimeout {}
+
 impl std::fmt::Display for IdleTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("stream idle timeout")
@@ -166,6 +209,7 @@ pub struct ResponseBody {
     received: Option<Arc<RequestProgress>>,
     on_complete: Option<OnComplete>,
     idle: Option<Idle>,
+    deadline: Option<RouteDeadline>,
     /// The upstream HTTP/2 stream this body is read from, held until the
     /// body is dropped.
     _lease: Option<super::upstream::Lease>,
@@ -179,6 +223,7 @@ impl ResponseBody {
             received: None,
             on_complete: None,
             idle: None,
+            deadline: None,
             _lease: None,
         }
     }
@@ -189,12 +234,14 @@ impl ResponseBody {
 
     /// The body of an upstream response. `idle`: the body ends with a reset
     /// (SI) when the upstream sends nothing for that long
-    /// (`stream_idle_timeout`, or the route's `idle_timeout`). `lease`: the
+    /// (`stream_idle_timeout`, or the route's `idle_timeout`); `deadline`:
+    /// the route timeout, which the whole response must beat. `lease`: the
     /// upstream HTTP/2 stream it is read from. Built in one step (and
     /// completed in place, `complete_with`): each move copies the body.
     pub fn upstream(
         body: super::upstream::Upstream,
         idle: Option<std::time::Duration>,
+        deadline: Option<RouteDeadline>,
         lease: Option<super::upstream::Lease>,
     ) -> ResponseBody {
         ResponseBody {
@@ -206,6 +253,7 @@ impl ResponseBody {
             received: None,
             on_complete: None,
             idle: idle.map(|after| Idle { after, sleep: None }),
+            deadline,
             _lease: lease,
         }
     }
@@ -291,6 +339,20 @@ impl Body for ResponseBody {
                         this.idle = None;
                         this.complete();
                         return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                    }
+                }
+                if let Some(deadline) = this.deadline.as_mut() {
+                    if deadline.poll_passed(cx) {
+                        deadline.cluster.stats.upstream_rq_timeout.inc();
+                        deadline.host.stats.rq_timeout.inc();
+                        if let Some(info) = this.info.as_mut() {
+                            info.response_flags
+                                .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                            info.reset_after_response_started = true;
+                        }
+                        this.deadline = None;
+                        this.complete();
+                        return Poll::Ready(Some(Err(Box::new(RouteTimeout))));
                     }
                 }
             }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 
-use super::body::{DownstreamBody, RequestBody, RequestProgress, ResponseBody};
+use super::body::{DownstreamBody, RequestBody, RequestProgress, ResponseBody, RouteDeadline};
 use super::headers::{self as hdr, RequestId};
 use super::local_reply::{self, connect_failure_body, reply};
 use super::upstream;
@@ -899,7 +899,16 @@ async fn forward(
     }
     let (parts, body) = response.into_parts();
     Outcome {
-        response: Response::from_parts(parts, ResponseBody::upstream(body, idle, upstream_lease)),
+        response: Response::from_parts(
+            parts,
+            ResponseBody::upstream(
+                body,
+                idle,
+                route_timeout
+                    .map(|t| RouteDeadline::new(tokio::time::Instant::from_std(sent_at) + t, cluster, host)),
+                upstream_lease,
+            ),
+        ),
         received: Some(received),
     }
 }

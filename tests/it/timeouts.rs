@@ -1,6 +1,7 @@
 //! Timeouts and connection limits: stream idle timeouts (408 SI before the
-//! response, a reset after it), the `x-envoy-upstream-rq-timeout-ms`
-//! override, and `max_requests_per_connection`.
+//! response, a reset after it), the route timeout over a streaming
+//! response, the `x-envoy-upstream-rq-timeout-ms` override, and
+//! `max_requests_per_connection`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,6 +102,33 @@ async fn idle_after_the_response_started_resets_the_stream() {
     assert_eq!(stat("http.ingress_http.downstream_rq_tx_reset").await, Some(1));
     assert_eq!(
         stat("http.ingress_http.rq_reset_after_downstream_response_started").await,
+        Some(0)
+    );
+}
+
+/// Envoy's route `timeout` spans until the response is complete: one still
+/// streaming when it passes is reset (UT), counted by the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_resets_a_response_still_streaming() {
+    let o = stalling_origin(Duration::from_secs(5)).await;
+    let legate = Legate::start(&(config(o, ", timeout: 0.4s", "") + ADMIN), &[]);
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // Bounded: the connection must end long before the origin's 5 s stall.
+    let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "legate kept the stream open past the route timeout");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("start") && !text.contains("end"), "{text}");
+    let admin = legate.admin.expect("admin address");
+    let stat = |n: &'static str| super::xds::stat(admin, n);
+    assert_eq!(stat("cluster.origin.upstream_rq_timeout").await, Some(1));
+    assert_eq!(stat("http.ingress_http.downstream_rq_tx_reset").await, Some(1));
+    assert_eq!(
+        stat("http.ingress_http.downstream_rq_idle_timeout").await,
         Some(0)
     );
 }

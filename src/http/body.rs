@@ -70,11 +70,16 @@ pub struct RequestBody {
 }
 
 /// How much of a downstream request body has been passed upstream, and
-/// whether all of it has (`request_timeout` is disarmed then).
+/// whether all of it has (`request_timeout` is disarmed then, and the
+/// route timeout starts).
 #[derive(Debug, Default)]
 pub struct RequestProgress {
     bytes: AtomicU64,
     done: std::sync::atomic::AtomicBool,
+    /// The task waiting for the request to complete (to start the route
+    /// timeout): the body may be read by another task (hyper's HTTP/2
+    /// upstream connection).
+    done_waker: futures_util::task::AtomicWaker,
 }
 
 impl RequestProgress {
@@ -87,7 +92,18 @@ impl RequestProgress {
     }
 
     pub fn mark_done(&self) {
-        self.done.store(true, Ordering::Relaxed);
+        self.done.store(true, Ordering::Release);
+        self.done_waker.wake();
+    }
+
+    /// Whether the whole request has been received; if not, `cx` is woken
+    /// when it has.
+    pub fn poll_done(&self, cx: &mut Context<'_>) -> bool {
+        if self.is_done() {
+            return true;
+        }
+        self.done_waker.register(cx.waker());
+        self.done.load(Ordering::Acquire)
     }
 }
 
@@ -108,10 +124,10 @@ impl Body for RequestBody {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 if self.inner.is_end_stream() {
-                    self.received.done.store(true, Ordering::Relaxed);
+                    self.received.mark_done();
                 }
             }
-            Poll::Ready(None) => self.received.done.store(true, Ordering::Relaxed),
+            Poll::Ready(None) => self.received.mark_done(),
             _ => {}
         }
         poll

@@ -736,14 +736,9 @@ async fn forward(
         }
     };
     let (upstream_req, received) = upstream_req;
-    // Response headers are awaited for the route timeout, or the stream idle
-    // timeout when that is shorter (then it is Envoy's 408 SI, not 504 UT).
+    // Response headers are awaited for the stream idle timeout (Envoy's 408
+    // SI) and the route timeout (504 UT), whichever passes first.
     let idle = action.idle_timeout.or(hcm.stream_idle_timeout);
-    let (wait, idle_first) = match (route_timeout, idle) {
-        (Some(t), Some(i)) if i < t => (Some(i), true),
-        (None, Some(i)) => (Some(i), true),
-        (t, _) => (t, false),
-    };
     // `request_timeout`: the whole request must have been received by then
     // (Envoy's 408), unless the response started first.
     let request_deadline = hcm
@@ -771,12 +766,20 @@ async fn forward(
         raw_head_ok,
         upstream_req,
     ));
-    // The response head races two timers, polled in one place (not nested
+    // The response head races the timers, polled in one place (not nested
     // timeout futures, each of which moved the exchange's result again).
-    // `request_timeout` counts only while the request is still arriving.
-    let wait_timer = wait.map(|t| tokio::time::sleep_until(tokio::time::Instant::from_std(sent_at) + t));
+    // `request_timeout` counts only while the request is still arriving;
+    // the route timeout starts once it has fully arrived, as Envoy's does
+    // (at once for a request without a body, which is complete when sent).
+    // One timer stands for the earlier of the stream idle and the route
+    // deadlines: each armed timer costs a registration in tokio's wheel.
+    let sent = tokio::time::Instant::from_std(sent_at);
     let request_timer = request_deadline.map(tokio::time::sleep_until);
-    tokio::pin!(wait_timer, request_timer);
+    let complete_at_send = received.is_done();
+    let mut route_deadline = None;
+    let mut head_wait = idle.map(|i| (sent + i, Timeout::StreamIdle));
+    let head_timer = head_wait.map(|(at, _)| tokio::time::sleep_until(at));
+    tokio::pin!(request_timer, head_timer);
     let waited = std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = send.as_mut().poll(cx) {
             return Poll::Ready(Ok(r));
@@ -786,13 +789,27 @@ async fn forward(
                 return Poll::Ready(Err(Timeout::Request));
             }
         }
-        if let Some(t) = wait_timer.as_mut().as_pin_mut() {
-            if t.poll(cx).is_ready() {
-                return Poll::Ready(Err(if idle_first {
-                    Timeout::StreamIdle
+        if let Some(t) = route_timeout {
+            if route_deadline.is_none() && received.poll_done(cx) {
+                let from = if complete_at_send {
+                    sent
                 } else {
-                    Timeout::Route
-                }));
+                    tokio::time::Instant::now()
+                };
+                let at = from + t;
+                route_deadline = Some(at);
+                if head_wait.is_none_or(|(w, _)| at <= w) {
+                    head_wait = Some((at, Timeout::Route));
+                    match head_timer.as_mut().as_pin_mut() {
+                        Some(timer) => timer.reset(at),
+                        None => head_timer.set(Some(tokio::time::sleep_until(at))),
+                    }
+                }
+            }
+        }
+        if let Some(t) = head_timer.as_mut().as_pin_mut() {
+            if t.poll(cx).is_ready() {
+                return Poll::Ready(Err(head_wait.map_or(Timeout::Route, |(_, why)| why)));
             }
         }
         Poll::Pending
@@ -904,8 +921,12 @@ async fn forward(
             ResponseBody::upstream(
                 body,
                 idle,
-                route_timeout
-                    .map(|t| RouteDeadline::new(tokio::time::Instant::from_std(sent_at) + t, cluster, host)),
+                // A response that came before the whole request did (an
+                // early 413…) gets the route timeout from now.
+                route_timeout.map(|t| {
+                    let at = route_deadline.unwrap_or_else(|| tokio::time::Instant::now() + t);
+                    RouteDeadline::new(at, cluster, host)
+                }),
                 upstream_lease,
             ),
         ),
@@ -914,6 +935,7 @@ async fn forward(
 }
 
 /// Which timeout ended the wait for the upstream's response headers.
+#[derive(Clone, Copy)]
 enum Timeout {
     /// `request_timeout`: the downstream request did not arrive in time (408).
     Request,

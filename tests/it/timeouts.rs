@@ -106,6 +106,33 @@ async fn idle_after_the_response_started_resets_the_stream() {
     );
 }
 
+/// Envoy's route `timeout` starts once the whole request has arrived: a
+/// slow upload does not use it up, a slow answer after it still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_starts_when_the_request_has_arrived() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(&config(o, ", timeout: 0.5s", ""), &[]);
+    let front = legate.addr("front");
+    let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
+        .await
+        .unwrap();
+    // Longer than the route timeout, before the body is complete.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"67890").await.unwrap();
+    let mut got = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body_len\":10"), "{text}");
+    // Once the request is complete, the origin has the timeout to answer.
+    let r = get(front, "/?sleep_ms=1500", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"));
+}
+
 /// Envoy's route `timeout` spans until the response is complete: one still
 /// streaming when it passes is reset (UT), counted by the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

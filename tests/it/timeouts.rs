@@ -49,6 +49,19 @@ async fn stalling_origin(stall: Duration) -> SocketAddr {
     addr
 }
 
+/// A GET through `front` to `stalling_origin` gets the 200 and "start",
+/// then the connection ends, long before the origin's 5 s stall would.
+async fn assert_cut_off_after_start(front: SocketAddr) {
+    let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "legate kept the stalled stream open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("start") && !text.contains("end"), "{text}");
+}
+
 const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
 
 fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
@@ -82,17 +95,7 @@ async fn idle_after_the_response_started_resets_the_stream() {
         &(config(o, "", "          stream_idle_timeout: 0.3s\n") + ADMIN),
         &[],
     );
-    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
-        .await
-        .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    // Bounded: the connection must end long before the origin's 5 s stall.
-    let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
-    assert!(read.is_ok(), "legate kept the stalled stream open");
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("start") && !text.contains("end"), "{text}");
+    assert_cut_off_after_start(legate.addr("front")).await;
     let admin = legate.admin.expect("admin address");
     let stat = |n: &'static str| super::xds::stat(admin, n);
     assert_eq!(
@@ -139,17 +142,7 @@ async fn the_route_timeout_starts_when_the_request_has_arrived() {
 async fn the_route_timeout_resets_a_response_still_streaming() {
     let o = stalling_origin(Duration::from_secs(5)).await;
     let legate = Legate::start(&(config(o, ", timeout: 0.4s", "") + ADMIN), &[]);
-    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
-        .await
-        .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    // Bounded: the connection must end long before the origin's 5 s stall.
-    let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
-    assert!(read.is_ok(), "legate kept the stream open past the route timeout");
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("start") && !text.contains("end"), "{text}");
+    assert_cut_off_after_start(legate.addr("front")).await;
     let admin = legate.admin.expect("admin address");
     let stat = |n: &'static str| super::xds::stat(admin, n);
     assert_eq!(stat("cluster.origin.upstream_rq_timeout").await, Some(1));

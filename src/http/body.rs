@@ -155,15 +155,23 @@ struct Idle {
 #[derive(Debug)]
 struct IdleTimeout;
 
+impl std::fmt::Display for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream idle timeout")
+    }
+}
+
+impl std::error::Error for IdleTimeout {}
+
 /// The route `timeout` once the response has started: Envoy's spans until
 /// the response is complete, so a response still streaming when it passes
 /// is reset (`UT`). The timer is only armed when the upstream makes us
 /// wait; the cluster and host count it as `upstream_rq_timeout` and
 /// `rq_timeout`.
 pub struct RouteDeadline {
-    pub at: tokio::time::Instant,
-    pub cluster: Arc<Cluster>,
-    pub host: Arc<Host>,
+    at: tokio::time::Instant,
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -196,14 +204,6 @@ impl std::fmt::Display for RouteTimeout {
 }
 
 impl std::error::Error for RouteTimeout {}
-
-impl std::fmt::Display for IdleTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stream idle timeout")
-    }
-}
-
-impl std::error::Error for IdleTimeout {}
 
 /// Called once when a response has been sent (or abandoned).
 /// The record stays boxed from the request's start to its log line: it is

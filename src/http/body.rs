@@ -184,14 +184,20 @@ impl RouteDeadline {
             sleep: None,
         }
     }
+}
 
-    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        let at = self.at;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        sleep.as_mut().poll(cx).is_ready()
-    }
+/// Whether the timer in `slot` has passed. It is made (and registered with
+/// tokio) only the first time the body makes the client wait, so a
+/// response that arrives whole never arms one.
+fn poll_timer(
+    slot: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    make: impl FnOnce() -> tokio::time::Sleep,
+    cx: &mut Context<'_>,
+) -> bool {
+    slot.get_or_insert_with(|| Box::pin(make()))
+        .as_mut()
+        .poll(cx)
+        .is_ready()
 }
 
 #[derive(Debug)]
@@ -286,6 +292,23 @@ impl ResponseBody {
         self.on_complete = Some(on_complete);
     }
 
+    /// Ends the response early on one of its timers: a reset after it
+    /// started, logged with `flag`; neither timer runs any more.
+    fn cut_off(
+        &mut self,
+        flag: ResponseFlags,
+        error: BodyError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(info) = self.info.as_mut() {
+            info.response_flags.insert(flag);
+            info.reset_after_response_started = true;
+        }
+        self.idle = None;
+        self.deadline = None;
+        self.complete();
+        Poll::Ready(Some(Err(error)))
+    }
+
     /// The origin's response fields when they were kept as they came: the
     /// response's map then holds only what the proxy added.
     pub fn raw_head(&self) -> Option<&super::h1_wire::RawHead> {
@@ -344,31 +367,16 @@ impl Body for ResponseBody {
             Poll::Pending => {
                 if let Some(idle) = this.idle.as_mut() {
                     let after = idle.after;
-                    let sleep = idle
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        if let Some(info) = this.info.as_mut() {
-                            info.response_flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                            info.reset_after_response_started = true;
-                        }
-                        this.idle = None;
-                        this.complete();
-                        return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                    if poll_timer(&mut idle.sleep, || tokio::time::sleep(after), cx) {
+                        return this.cut_off(ResponseFlags::STREAM_IDLE_TIMEOUT, Box::new(IdleTimeout));
                     }
                 }
                 if let Some(deadline) = this.deadline.as_mut() {
-                    if deadline.poll_passed(cx) {
+                    let at = deadline.at;
+                    if poll_timer(&mut deadline.sleep, || tokio::time::sleep_until(at), cx) {
                         deadline.cluster.stats.upstream_rq_timeout.inc();
                         deadline.host.stats.rq_timeout.inc();
-                        if let Some(info) = this.info.as_mut() {
-                            info.response_flags
-                                .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
-                            info.reset_after_response_started = true;
-                        }
-                        this.deadline = None;
-                        this.complete();
-                        return Poll::Ready(Some(Err(Box::new(RouteTimeout))));
+                        return this.cut_off(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, Box::new(RouteTimeout));
                     }
                 }
             }

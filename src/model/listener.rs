@@ -89,10 +89,13 @@ pub struct Hcm {
 }
 
 impl Hcm {
-    /// Whether requests must keep copies of their headers for access logs
-    /// or formatted header values (copies cost an allocation per request).
+    /// Whether requests must keep copies of their headers for access logs,
+    /// formatted header values or `always_set_request_id_in_response`
+    /// (copies cost an allocation per request).
     pub fn records_headers(&self) -> bool {
-        !self.access_logs.is_empty() || matches!(&self.routes, Routes::Static(t) if t.has_formatted_headers())
+        !self.access_logs.is_empty()
+            || self.always_set_request_id_in_response
+            || matches!(&self.routes, Routes::Static(t) if t.has_formatted_headers())
     }
 }
 

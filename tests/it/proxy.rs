@@ -766,3 +766,29 @@ fn a_bad_internal_address_range_stops_startup_with_its_path() {
         r.stderr
     );
 }
+
+/// `always_set_request_id_in_response` echoes the request id the origin
+/// got, generated or the client's, with no access log on the listener
+/// (before, only a listener recording headers for a log echoed it).
+#[tokio::test]
+async fn always_set_request_id_in_response_echoes_the_id_sent_upstream() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(
+        &front_bootstrap(
+            "          always_set_request_id_in_response: true\n",
+            &route("/", "o", ""),
+            &static_cluster("o", o, ""),
+        ),
+        &[],
+    );
+    let front = legate.addr("front");
+    let r = get(front, "/", &[]).await;
+    let sent = r.json()["headers"]["x-request-id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&sent).is_ok(), "{}", r.body);
+    assert_eq!(r.header("x-request-id"), Some(sent.as_str()));
+    let r = get(front, "/", &[("x-request-id", "abc")]).await;
+    assert_eq!(r.header("x-request-id"), Some("abc"));
+}

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::h1_wire::RawRequest;
 use crate::model::cluster::{Cluster, Host};
 use crate::stream_info::{ResponseFlags, StreamInfo};
 
@@ -31,6 +32,35 @@ impl DownstreamBody {
             DownstreamBody::H1(b) => b.has_hop_by_hop_fields(),
         }
     }
+
+    /// The request's head as the client sent it, while the request has no
+    /// map of it (HTTP/1.1 only: `h1_wire::RawRequest`).
+    pub fn raw_head(&self) -> Option<&RawRequest> {
+        match self {
+            DownstreamBody::H2(_) => None,
+            DownstreamBody::H1(b) => b.raw_head(),
+        }
+    }
+}
+
+/// Gives `req` its header map if its head was kept raw: the request's
+/// fields, then what the proxy has added to its (until then nearly empty)
+/// map meanwhile. Called where something reads or edits the request's
+/// fields.
+pub fn materialize(req: &mut http::Request<DownstreamBody>) -> Result<(), &'static str> {
+    let DownstreamBody::H1(body) = req.body() else {
+        return Ok(());
+    };
+    if body.raw_head().is_none() {
+        return Ok(());
+    }
+    let mut headers = std::mem::take(req.headers_mut());
+    let made = match req.body_mut() {
+        DownstreamBody::H1(b) => b.materialize(&mut headers),
+        DownstreamBody::H2(_) => Ok(()),
+    };
+    *req.headers_mut() = headers;
+    made
 }
 
 impl Body for DownstreamBody {

@@ -29,7 +29,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use super::body::RequestBody;
 use super::h1_wire::{
     decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_fields, queue_chunk, Chunked,
-    ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead, MAX_HEAD_BYTES,
+    ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead, RawRequest, MAX_HEAD_BYTES,
 };
 use super::upstream::{Counted, Key};
 
@@ -122,14 +122,15 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Decides the request's framing from its method, headers and body.
+/// Decides the request's framing from its method, whether it has a
+/// `content-length`, and its body.
 pub fn request_framing(
     method: &Method,
-    headers: &HeaderMap,
+    has_content_length: bool,
     body_empty: bool,
     exact: Option<u64>,
 ) -> RequestFraming {
-    if headers.contains_key(CONTENT_LENGTH) {
+    if has_content_length {
         return RequestFraming::Length;
     }
     if body_empty || exact == Some(0) {
@@ -139,12 +140,20 @@ pub fn request_framing(
     RequestFraming::Chunked
 }
 
-/// The request line and headers, as sent.
-pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: RequestFraming) -> Bytes {
+/// The request line and headers, as sent: `raw`'s lines (a head kept as
+/// the client sent it) then `headers`, or `headers` alone.
+pub fn encode_head(
+    method: &Method,
+    target: &str,
+    raw: Option<&RawRequest>,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) -> Bytes {
     let size = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
+        + raw.map_or(0, |r| r.head.head.len())
         + target.len()
         + 64;
     let mut out = BytesMut::with_capacity(size);
@@ -152,6 +161,9 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, framing: 
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    if let Some(raw) = raw {
+        raw.put_fields(&mut out);
+    }
     put_fields(&mut out, headers);
     match framing {
         RequestFraming::Empty { announce_zero: true } => out.put_slice(b"content-length: 0\r\n"),
@@ -759,15 +771,40 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
-            let framing = request_framing(method, &hh, *empty, *exact);
+            let framing = request_framing(method, hh.contains_key(CONTENT_LENGTH), *empty, *exact);
             assert_eq!(framing, *want, "{method}");
-            let text = String::from_utf8(encode_head(method, "/p?q=1", &hh, framing).to_vec()).unwrap();
+            let text = String::from_utf8(encode_head(method, "/p?q=1", None, &hh, framing).to_vec()).unwrap();
             let extra_lines: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
             assert_eq!(
                 text,
                 format!("{method} /p?q=1 HTTP/1.1\r\nhost: a\r\nx-b: 1\r\n{extra_lines}{line}\r\n")
             );
         }
+    }
+
+    #[test]
+    fn a_raw_request_head_goes_out_with_the_proxys_fields_after_it() {
+        // As a client wrote it: names in any case, connection-level fields,
+        // a value with spaces around it.
+        let mut raw = crate::http::h1_wire::raw_head(&[
+            ("Host", "a:80"),
+            ("Connection", "keep-alive"),
+            ("User-Agent", "t/1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Spaced", "  v  "),
+        ]);
+        let (connection, plain) = raw.scan();
+        let raw = RawRequest::new(raw, connection, plain).ok().expect("stays raw");
+        let added = crate::http::h1_wire::headers(&[("x-forwarded-proto", "http"), ("x-request-id", "r")]);
+        let framing = request_framing(&Method::POST, raw.connection.content_length, false, None);
+        assert_eq!(framing, RequestFraming::Chunked);
+        let text = encode_head(&Method::POST, "/p", Some(&raw), &added, framing);
+        assert_eq!(
+            String::from_utf8(text.to_vec()).unwrap(),
+            "POST /p HTTP/1.1\r\nhost: a:80\r\nuser-agent: t/1\r\nx-spaced: v\r\n\
+             x-forwarded-proto: http\r\nx-request-id: r\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
     }
 
     #[test]

@@ -42,10 +42,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::{BodyError, DownstreamBody, ResponseBody};
 use super::h1_wire::{
-    decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, queue_chunk, Chunked,
-    ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead,
+    decode_chunked, last_chunk, parse_decimal, poll_fill, poll_write_queue, put_line, put_value, queue_chunk,
+    Chunked, ConnectionFields, Decoded, FieldKind, FieldSpans, RawHead, RawRequest,
 };
-use super::headers::list_tokens;
 use super::idle::IdleEntry;
 use super::proxy::{self, ConnInfo};
 use crate::stream_info::ResponseFlags;
@@ -253,6 +252,10 @@ struct Head {
     /// What its connection-level fields said (keep-alive is decided
     /// without lookups).
     connection: ConnectionFields,
+    /// The head as it came, when it may go upstream so (`parts.headers` is
+    /// empty then). Boxed: the request is moved a dozen times on its way
+    /// upstream, and the head's spans and notes are a hundred bytes.
+    raw: Option<Box<RawRequest>>,
 }
 
 /// How a request body is delimited (RFC 9112 §6.3, with Envoy's refusals).
@@ -268,21 +271,37 @@ pub enum BodyFraming {
 /// `allow_chunked_length`, not supported), any transfer coding but exactly
 /// `chunked` (501), and more than one `content-length` (even equal ones).
 pub fn request_body_framing(headers: &HeaderMap) -> Result<BodyFraming, Refusal> {
-    let te = headers.get_all(TRANSFER_ENCODING).iter().count();
-    let cl = headers.get_all(CONTENT_LENGTH).iter().count();
-    if te > 0 && cl > 0 {
+    body_framing(
+        headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        headers.get_all(CONTENT_LENGTH).iter().map(HeaderValue::as_bytes),
+    )
+}
+
+/// [`request_body_framing`] over the values of the `transfer-encoding` and
+/// `content-length` fields, however the head is held.
+fn body_framing<'a>(
+    te: impl Iterator<Item = &'a [u8]>,
+    mut cl: impl Iterator<Item = &'a [u8]>,
+) -> Result<BodyFraming, Refusal> {
+    let mut te = te.peekable();
+    let has_te = te.peek().is_some();
+    let (first_cl, second_cl) = (cl.next(), cl.next());
+    if has_te && first_cl.is_some() {
         return Err(Refusal::ContentLengthAndChunked);
     }
-    if te > 0 {
-        let mut codings = list_tokens(headers, TRANSFER_ENCODING);
+    if has_te {
+        let mut codings = te.flat_map(|v| v.split(|b| *b == b',')).map(<[u8]>::trim_ascii);
         return match (codings.next(), codings.next()) {
             (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(BodyFraming::Chunked),
             _ => Err(Refusal::TransferEncoding),
         };
     }
-    match cl {
-        0 => Ok(BodyFraming::None),
-        1 => match parse_decimal(headers[CONTENT_LENGTH].as_bytes()) {
+    match (first_cl, second_cl) {
+        (None, _) => Ok(BodyFraming::None),
+        (Some(v), None) => match parse_decimal(v) {
             Some(0) => Ok(BodyFraming::None),
             Some(n) => Ok(BodyFraming::Length(n)),
             None => Err(Refusal::Malformed("invalid content-length")),
@@ -292,8 +311,15 @@ pub fn request_body_framing(headers: &HeaderMap) -> Result<BodyFraming, Refusal>
 }
 
 /// Parses a request head at the start of `buf`, consuming it; `None` when
-/// more bytes are needed. `max_headers` is `max_headers_count`.
-fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Result<Option<Head>, Refusal> {
+/// more bytes are needed. `max_headers` is `max_headers_count`. `keep_raw`:
+/// nothing on this connection records request headers, so a request in
+/// origin form that `RawRequest` accepts stays raw (its map left empty).
+fn parse_head(
+    buf: &mut BytesMut,
+    max_headers: usize,
+    max_bytes: usize,
+    keep_raw: bool,
+) -> Result<Option<Head>, Refusal> {
     // One slot more than allowed, to tell "too many" from "just enough".
     let slots_wanted = max_headers + 1;
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -344,25 +370,57 @@ fn parse_head(buf: &mut BytesMut, max_headers: usize, max_bytes: usize) -> Resul
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.version = version;
+    let mut raw = RawHead { head, spans };
+    // An absolute-form target's authority overrides `host`: a map then.
+    if keep_raw && uri.authority().is_none() {
+        let (connection, plain) = raw.scan();
+        match RawRequest::new(raw, connection, plain) {
+            Ok(request) => {
+                let framing = if connection.content_length || connection.transfer_encoding {
+                    body_framing(
+                        request.values(FieldKind::TransferEncoding),
+                        request.values(FieldKind::ContentLength),
+                    )
+                } else {
+                    Ok(BodyFraming::None)
+                };
+                match framing {
+                    Ok(framing) => {
+                        parts.uri = uri;
+                        return Ok(Some(Head {
+                            parts,
+                            framing: Ok(framing),
+                            connection,
+                            raw: Some(Box::new(request)),
+                        }));
+                    }
+                    // Refused: answered from a map, as any refusal.
+                    Err(_) => raw = request.head,
+                }
+            }
+            Err(back) => raw = back,
+        }
+    }
     // Room for what the proxy adds (x-request-id, x-forwarded-*, …)
     // without the map growing; the fields framing and keep-alive depend on
     // are noted on the way.
-    let (headers, connection) = spans.fields(&head, 8).map_err(Refusal::Malformed)?;
+    let (headers, connection) = raw.spans.fields(&raw.head, 8).map_err(Refusal::Malformed)?;
     // Most requests (GETs) have neither field: no lookups then.
     let framing = if connection.content_length || connection.transfer_encoding {
         request_body_framing(&headers)
     } else {
         Ok(BodyFraming::None)
     };
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
     parts.uri = uri;
-    parts.version = version;
     parts.headers = headers;
     Ok(Some(Head {
         parts,
         framing,
         connection,
+        raw: None,
     }))
 }
 
@@ -420,6 +478,9 @@ impl Connection {
         // raw head also holds the request line and separators.
         let max_bytes = self.hcm().max_request_headers_kb as usize * 1024 + 8 * 1024;
         let headers_timeout = self.hcm().request_headers_timeout;
+        // Heads are kept raw unless something records them (access logs,
+        // formatted header values): those read a map.
+        let keep_raw = !self.conn.records_headers;
         let mut head_timer: Option<Pin<Box<Sleep>>> = None;
         let mut grace: Option<Pin<Box<Sleep>>> = None;
         poll_fn(|cx| loop {
@@ -428,7 +489,7 @@ impl Connection {
                     if self.read.len() >= H2_PREFACE.len() {
                         return Poll::Ready(Ok(Next::Http2));
                     }
-                } else if let Some(head) = parse_head(&mut self.read, max_headers, max_bytes)? {
+                } else if let Some(head) = parse_head(&mut self.read, max_headers, max_bytes, keep_raw)? {
                     return Poll::Ready(Ok(Next::Request(head)));
                 }
                 // The first bytes of a head arm request_headers_timeout.
@@ -490,6 +551,7 @@ impl Connection {
             parts,
             framing,
             connection,
+            raw,
         } = head;
         let framing = framing.unwrap_or(BodyFraming::None);
         let version = parts.version;
@@ -509,7 +571,9 @@ impl Connection {
             None => RequestBody::empty(),
             Some(p) => RequestBody::new(p.slot.clone(), framing),
         };
-        body.hop_by_hop = connection.hop_by_hop;
+        // A raw head's connection-level fields are skipped as it is written.
+        body.hop_by_hop = connection.hop_by_hop && raw.is_none();
+        body.raw = raw;
         if expect_continue {
             if !self.hcm().proxy_100_continue {
                 // Envoy answers at once and counts it as a 1xx response.
@@ -854,6 +918,9 @@ pub struct RequestBody {
     /// The request's map holds a hop-by-hop field (told here, where the
     /// head was parsed, so the proxy skips the walk when it holds none).
     hop_by_hop: bool,
+    /// The request's head as it came, while it has no map (carried with
+    /// the body, which goes wherever the request goes).
+    raw: Option<Box<RawRequest>>,
 }
 
 impl RequestBody {
@@ -863,6 +930,7 @@ impl RequestBody {
             exact: Some(0),
             ended: true,
             hop_by_hop: true,
+            raw: None,
         }
     }
 
@@ -875,12 +943,42 @@ impl RequestBody {
             },
             ended: false,
             hop_by_hop: true,
+            raw: None,
         }
     }
 
     /// Whether the request's map may hold hop-by-hop fields.
     pub fn has_hop_by_hop_fields(&self) -> bool {
         self.hop_by_hop
+    }
+
+    /// The request's head, while it is kept raw.
+    pub fn raw_head(&self) -> Option<&RawRequest> {
+        self.raw.as_deref()
+    }
+
+    /// Turns a raw head into the request's map (`extra`: what the proxy
+    /// added meanwhile, appended after the request's own fields, as it would
+    /// have been to a map). Nothing to do for a request with a map already.
+    pub fn materialize(&mut self, headers: &mut HeaderMap) -> Result<(), &'static str> {
+        let Some(raw) = self.raw.take() else {
+            return Ok(());
+        };
+        let added = std::mem::take(headers);
+        let (mut map, hop_by_hop) = raw.into_map(added.len() + 4)?;
+        let mut last = None;
+        for (name, value) in added {
+            // The iterator names a field only at its first value.
+            if let Some(n) = name {
+                last = Some(n);
+            }
+            if let Some(n) = &last {
+                map.append(n.clone(), value);
+            }
+        }
+        *headers = map;
+        self.hop_by_hop = hop_by_hop;
+        Ok(())
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -1110,16 +1208,7 @@ impl HeadNotes {
                 continue;
             }
             self.note(kind, value);
-            // Names go out lowercase, as from a map.
-            let at = out.len();
-            match line {
-                Some(line) => out.put_slice(line),
-                None => {
-                    out.put_slice(name);
-                    put_value(out, value);
-                }
-            }
-            out[at..at + name.len()].make_ascii_lowercase();
+            put_line(out, name, value, line);
         }
         for (i, (n, v)) in own.iter().flatten().enumerate() {
             if i >= 64 || written & (1 << i) == 0 {
@@ -1156,13 +1245,6 @@ impl HeadNotes {
             _ => {}
         }
     }
-}
-
-/// What follows a field's name in a head.
-fn put_value(out: &mut BytesMut, value: &[u8]) {
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -1226,21 +1308,32 @@ mod tests {
     fn request_heads_parse_incrementally_and_refuse_as_envoy() {
         let wire = b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nhiGET";
         let end = wire.len() - 5;
-        for cut in 0..end {
-            let mut buf = BytesMut::from(&wire[..cut]);
-            assert!(
-                parse_head(&mut buf, 100, 64 * 1024).unwrap().is_none(),
-                "cut {cut}"
-            );
+        for keep_raw in [false, true] {
+            for cut in 0..end {
+                let mut buf = BytesMut::from(&wire[..cut]);
+                assert!(
+                    parse_head(&mut buf, 100, 64 * 1024, keep_raw).unwrap().is_none(),
+                    "cut {cut}"
+                );
+            }
+            let mut buf = BytesMut::from(&wire[..]);
+            let head = parse_head(&mut buf, 100, 64 * 1024, keep_raw).unwrap().unwrap();
+            assert_eq!(head.parts.method, Method::POST);
+            assert_eq!(head.parts.uri, "/a?b=1");
+            assert_eq!(head.parts.version, Version::HTTP_11);
+            match &head.raw {
+                Some(raw) => {
+                    assert!(keep_raw && head.parts.headers.is_empty());
+                    assert_eq!((raw.host(), raw.field_count, raw.field_bytes), ("x", 3, 24));
+                }
+                None => assert_eq!(
+                    (keep_raw, head.parts.headers["host"].as_bytes()),
+                    (false, &b"x"[..])
+                ),
+            }
+            assert_eq!(head.framing, Ok(BodyFraming::Length(2)));
+            assert_eq!(&buf[..], b"hiGET");
         }
-        let mut buf = BytesMut::from(&wire[..]);
-        let head = parse_head(&mut buf, 100, 64 * 1024).unwrap().unwrap();
-        assert_eq!(head.parts.method, Method::POST);
-        assert_eq!(head.parts.uri, "/a?b=1");
-        assert_eq!(head.parts.version, Version::HTTP_11);
-        assert_eq!(head.parts.headers["host"], "x");
-        assert_eq!(head.framing, Ok(BodyFraming::Length(2)));
-        assert_eq!(&buf[..], b"hiGET");
 
         // (wire, max headers, max head bytes, refusal)
         let refusals: &[(&[u8], usize, usize, Refusal)] = &[
@@ -1276,30 +1369,129 @@ mod tests {
                 Refusal::Malformed("malformed request head"),
             ),
         ];
-        for (wire, max, bytes, want) in refusals {
-            let mut buf = BytesMut::from(&wire[..]);
+        for keep_raw in [false, true] {
+            for (wire, max, bytes, want) in refusals {
+                let mut buf = BytesMut::from(&wire[..]);
+                assert_eq!(
+                    parse_head(&mut buf, *max, *bytes, keep_raw).err(),
+                    Some(*want),
+                    "{}",
+                    String::from_utf8_lossy(wire)
+                );
+            }
+            // Refused framing comes with the parsed request and its map (for
+            // the log).
+            let mut buf =
+                BytesMut::from(&b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"[..]);
+            let head = parse_head(&mut buf, 10, 1024, keep_raw).unwrap().unwrap();
             assert_eq!(
-                parse_head(&mut buf, *max, *bytes).err(),
-                Some(*want),
-                "{}",
-                String::from_utf8_lossy(wire)
+                (head.parts.uri.path(), head.framing, head.raw.is_none()),
+                ("/p", Err(Refusal::TransferEncoding), true)
+            );
+            assert_eq!(head.parts.headers["host"], "x");
+            // Exactly max_headers_count is fine.
+            let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"[..]);
+            assert!(parse_head(&mut buf, 3, 1024, keep_raw).unwrap().is_some());
+            let mut buf = BytesMut::from(&b"GET /old HTTP/1.0\r\n\r\n"[..]);
+            assert_eq!(
+                parse_head(&mut buf, 3, 1024, keep_raw)
+                    .unwrap()
+                    .unwrap()
+                    .parts
+                    .version,
+                Version::HTTP_10
             );
         }
-        // Refused framing comes with the parsed request (for the log).
-        let mut buf = BytesMut::from(&b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"[..]);
-        let head = parse_head(&mut buf, 10, 1024).unwrap().unwrap();
-        assert_eq!(
-            (head.parts.uri.path(), head.framing),
-            ("/p", Err(Refusal::TransferEncoding))
-        );
-        // Exactly max_headers_count is fine.
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"[..]);
-        assert!(parse_head(&mut buf, 3, 1024).unwrap().is_some());
-        let mut buf = BytesMut::from(&b"GET /old HTTP/1.0\r\n\r\n"[..]);
-        assert_eq!(
-            parse_head(&mut buf, 3, 1024).unwrap().unwrap().parts.version,
-            Version::HTTP_10
-        );
+    }
+
+    #[test]
+    fn a_request_stays_raw_only_when_its_fields_need_no_map() {
+        // (fields after the request line, stays raw, framing)
+        let cases: &[(&str, bool, Result<BodyFraming, Refusal>)] = &[
+            ("Host: x\r\nUser-Agent: u\r\n", true, Ok(BodyFraming::None)),
+            ("HOST: x:80\r\nAccept: */*\r\n", true, Ok(BodyFraming::None)),
+            (
+                "Host: x\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n",
+                true,
+                Ok(BodyFraming::None),
+            ),
+            (
+                "Host: x\r\nContent-Length: 5\r\n",
+                true,
+                Ok(BodyFraming::Length(5)),
+            ),
+            ("Host: x\r\nContent-Length: 0\r\n", true, Ok(BodyFraming::None)),
+            (
+                "Host: x\r\nTransfer-Encoding: chunked\r\n",
+                true,
+                Ok(BodyFraming::Chunked),
+            ),
+            // No host, or two: the map path answers as Envoy does.
+            ("User-Agent: u\r\n", false, Ok(BodyFraming::None)),
+            ("Host: x\r\nHost: y\r\n", false, Ok(BodyFraming::None)),
+            ("Host: é\r\n", false, Ok(BodyFraming::None)),
+            // Fields Envoy's rules read or replace.
+            (
+                "Host: x\r\nX-Forwarded-For: 10.0.0.1\r\n",
+                false,
+                Ok(BodyFraming::None),
+            ),
+            (
+                "Host: x\r\nx-forwarded-proto: https\r\n",
+                false,
+                Ok(BodyFraming::None),
+            ),
+            ("Host: x\r\nX-Request-Id: a\r\n", false, Ok(BodyFraming::None)),
+            (
+                "Host: x\r\nX-Envoy-Internal: true\r\n",
+                false,
+                Ok(BodyFraming::None),
+            ),
+            (
+                "Host: x\r\nx-envoy-upstream-rq-timeout-ms: 5\r\n",
+                false,
+                Ok(BodyFraming::None),
+            ),
+            (
+                "Host: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n",
+                false,
+                Ok(BodyFraming::Length(1)),
+            ),
+            // Hop-by-hop rules beyond skipping fields.
+            ("Host: x\r\nConnection: x-other\r\n", false, Ok(BodyFraming::None)),
+            ("Host: x\r\nTE: trailers\r\n", false, Ok(BodyFraming::None)),
+            ("Host: x\r\nUpgrade: websocket\r\n", false, Ok(BodyFraming::None)),
+            // Refused framing: from a map.
+            (
+                "Host: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n",
+                false,
+                Err(Refusal::Malformed("multiple content-length headers")),
+            ),
+            (
+                "Host: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n",
+                false,
+                Err(Refusal::ContentLengthAndChunked),
+            ),
+            (
+                "Host: x\r\nContent-Length: z\r\n",
+                false,
+                Err(Refusal::Malformed("invalid content-length")),
+            ),
+        ];
+        for (fields, raw, framing) in cases {
+            let wire = format!("POST /p HTTP/1.1\r\n{fields}\r\n").into_bytes();
+            let mut buf = BytesMut::from(&wire[..]);
+            let head = parse_head(&mut buf, 100, 64 * 1024, true).unwrap().unwrap();
+            assert_eq!((head.raw.is_some(), &head.framing), (*raw, framing), "{fields:?}");
+            assert_eq!(head.parts.headers.is_empty(), *raw, "{fields:?}");
+        }
+        // An absolute-form target names the authority: a map.
+        let mut buf = BytesMut::from(&b"GET http://a/p HTTP/1.1\r\nHost: b\r\n\r\n"[..]);
+        assert!(parse_head(&mut buf, 100, 64 * 1024, true)
+            .unwrap()
+            .unwrap()
+            .raw
+            .is_none());
     }
 
     #[test]

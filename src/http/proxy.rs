@@ -277,6 +277,10 @@ fn finish(
 }
 
 fn authority_of(req: &Request<DownstreamBody>) -> Option<Arc<str>> {
+    // A raw head is in origin form with one `host` (`RawRequest::new`).
+    if let Some(raw) = req.body().raw_head() {
+        return Some(Arc::from(raw.host()));
+    }
     req.uri().authority().map(|a| Arc::from(a.as_str())).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -383,13 +387,20 @@ async fn route_and_forward(
             "missing_host_header",
         );
     };
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
+    // A raw head's fields count as its map's would; the map holds what
+    // the proxy has added so far (all of it, without a raw head).
+    let (raw_count, raw_bytes) = req
+        .body()
+        .raw_head()
+        .map_or((0, 0), |r| (r.field_count, r.field_bytes));
+    let header_bytes: usize = raw_bytes
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum::<usize>();
     if header_bytes > hcm.max_request_headers_kb as usize * 1024
-        || req.headers().len() > hcm.max_headers_count as usize
+        || raw_count + req.headers().len() > hcm.max_headers_count as usize
     {
         return local(
             info,
@@ -417,6 +428,11 @@ async fn route_and_forward(
             }
         },
     };
+    if table.reads_request_headers() {
+        if let Some(o) = give_map(&mut req, info) {
+            return o;
+        }
+    }
     if !internal {
         // The route configuration's `internal_only_headers`, before routing
         // sees them.
@@ -449,6 +465,11 @@ async fn route_and_forward(
     };
     if !route.name.is_empty() {
         info.route_name = Some(route.name.clone());
+    }
+    if route.reads_request_headers {
+        if let Some(o) = give_map(&mut req, info) {
+            return o;
+        }
     }
     if !conn.records_headers && table.has_formatted_headers() {
         // An RDS table with formatted values the listener did not plan for.
@@ -506,6 +527,21 @@ async fn route_and_forward(
     outcome
 }
 
+/// Gives a request kept raw its header map (`body::materialize`); a head
+/// that cannot become one (httparse accepted what `http` refuses, e.g. a
+/// name over 64 KiB) gets the 400 the codec gives a malformed head.
+fn give_map(req: &mut Request<DownstreamBody>, info: &mut StreamInfo) -> Option<Outcome> {
+    super::body::materialize(req).err().map(|_| {
+        local(
+            info,
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            Some(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR),
+            "http1.codec_error",
+        )
+    })
+}
+
 /// Expands `%…%` operators in a header value with the access-log formatter.
 fn expand(value: &str, info: &StreamInfo, status: StatusCode) -> String {
     let mut probe = info.clone();
@@ -529,7 +565,8 @@ fn upgrade_refused(
 }
 
 fn upgrade_type(req: &Request<DownstreamBody>) -> Option<String> {
-    if req.version() != Version::HTTP_11 {
+    // A raw head has no `upgrade` (`RawRequest::new`).
+    if req.version() != Version::HTTP_11 || req.body().raw_head().is_some() {
         return None;
     }
     // `upgrade` first: nearly every request has none, one lookup then.
@@ -710,6 +747,12 @@ async fn forward(
         Protocol::Http1 => false,
         Protocol::Downstream => info.protocol == Some(Version::HTTP_2),
     } && upgrade.is_none();
+    if h2 {
+        // hyper sends a map.
+        if let Some(o) = give_map(&mut req, info) {
+            return o;
+        }
+    }
     let upstream_req = match build_upstream_request(
         hcm,
         table,
@@ -991,7 +1034,8 @@ fn build_upstream_request(
     if upgrading || body.has_hop_by_hop_fields() {
         hdr::remove_hop_by_hop(&mut headers, upgrading);
     }
-    if !hcm.proxy_100_continue {
+    // A raw head has no `expect` (`RawRequest::new`).
+    if !hcm.proxy_100_continue && body.raw_head().is_none() {
         // Envoy answers `Expect: 100-continue` itself (hyper sends the 100
         // when the body is first read) and does not forward the header.
         hdr::remove_expect_continue(&mut headers);
@@ -1049,11 +1093,13 @@ fn build_upstream_request(
             );
         }
         // Without a rewrite the request's own `host` (its authority) stays
-        // as it came: no new value to build.
+        // as it came: no new value to build. A raw head's `host` is its
+        // authority, and its map holds only the proxy's additions.
         None => {
-            if headers
-                .get(header::HOST)
-                .is_none_or(|v| v.as_bytes() != authority.as_bytes())
+            if body.raw_head().is_none()
+                && headers
+                    .get(header::HOST)
+                    .is_none_or(|v| v.as_bytes() != authority.as_bytes())
             {
                 headers.insert(
                     header::HOST,

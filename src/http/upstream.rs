@@ -252,14 +252,19 @@ pub async fn send(
 
     let (parts, body) = req.into_parts();
     let empty = hyper::body::Body::is_end_stream(&body);
+    let raw = body.inner.raw_head();
     let framing = h1_client::request_framing(
         &parts.method,
-        &parts.headers,
+        raw.map_or_else(
+            || parts.headers.contains_key(http::header::CONTENT_LENGTH),
+            |r| r.connection.content_length,
+        ),
         empty,
         hyper::body::Body::size_hint(&body).exact(),
     );
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let head = h1_client::encode_head(&parts.method, target, &parts.headers, framing);
+    // A raw head's map holds the proxy's additions, written after its lines.
+    let head = h1_client::encode_head(&parts.method, target, raw, &parts.headers, framing);
     let chunked = framing == h1_client::RequestFraming::Chunked;
     let is_head = parts.method == http::Method::HEAD;
     let mut body = (!empty).then_some(body);

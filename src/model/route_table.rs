@@ -34,6 +34,9 @@ pub struct RouteTable {
     /// `internal_only_headers`: removed from requests that are not internal.
     pub internal_only_headers: Vec<http::HeaderName>,
     formatted: bool,
+    /// Routing itself, or every route, reads the request's fields (see
+    /// [`RouteTable::reads_request_headers`]).
+    reads_request_headers: bool,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,11 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Forwarding on this route reads or edits the request's fields beyond
+    /// what every request gets (cluster_header, hash policies, rewrites,
+    /// request header mutations at route or virtual host level): the
+    /// request then needs a header map (see `h1_wire::RawRequest`).
+    pub reads_request_headers: bool,
 }
 
 #[derive(Debug)]
@@ -451,6 +459,7 @@ impl RouteTable {
                 })
                 .collect::<Result<_, _>>()?,
             formatted: false,
+            reads_request_headers: false,
         };
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
@@ -465,17 +474,19 @@ impl RouteTable {
                     table.exact.insert(d, i);
                 }
             }
+            let request_headers =
+                HeaderOps::compile(&vh.request_headers_to_add, &vh.request_headers_to_remove)?;
             let mut routes = Vec::with_capacity(vh.routes.len());
             for (j, r) in vh.routes.iter().enumerate() {
-                routes.push(compile_route(r).map_err(|e| format!("virtual_hosts[{i}].routes[{j}]: {e}"))?);
+                let mut route =
+                    compile_route(r).map_err(|e| format!("virtual_hosts[{i}].routes[{j}]: {e}"))?;
+                route.reads_request_headers |= !request_headers.is_empty();
+                routes.push(route);
             }
             table.virtual_hosts.push(VirtualHost {
                 name: vh.name.clone(),
                 routes,
-                request_headers: HeaderOps::compile(
-                    &vh.request_headers_to_add,
-                    &vh.request_headers_to_remove,
-                )?,
+                request_headers,
                 response_headers: HeaderOps::compile(
                     &vh.response_headers_to_add,
                     &vh.response_headers_to_remove,
@@ -486,7 +497,23 @@ impl RouteTable {
         table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         table.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         table.formatted = table.any_formatted();
+        table.reads_request_headers = table.formatted
+            || !table.request_headers.is_empty()
+            || !table.internal_only_headers.is_empty()
+            || table
+                .virtual_hosts
+                .iter()
+                .flat_map(|v| &v.routes)
+                .any(|r| !r.matcher.headers.is_empty() || r.matcher.grpc);
         Ok(table)
+    }
+
+    /// Whether a request's fields are read before or whatever the route
+    /// (header or gRPC matchers, `internal_only_headers`, table-level request
+    /// header mutations, formatted header values): the request then needs a
+    /// header map from the start (see `h1_wire::RawRequest`). Computed once.
+    pub fn reads_request_headers(&self) -> bool {
+        self.reads_request_headers
     }
 
     /// Does any level add a header whose value has `%…%` operators?
@@ -623,12 +650,25 @@ fn compile_route(r: &rpb::Route) -> Result<Route, String> {
         },
         _ => return Err("a route needs `route`, `redirect` or `direct_response`".into()),
     };
+    let request_headers = HeaderOps::compile(&r.request_headers_to_add, &r.request_headers_to_remove)?;
+    let reads_request_headers = !request_headers.is_empty()
+        || match &action {
+            Action::Route(a) => {
+                matches!(a.target, ClusterTarget::Header(_))
+                    || !a.hash_policies.is_empty()
+                    || a.prefix_rewrite.is_some()
+                    || a.regex_rewrite.is_some()
+                    || a.host_rewrite != HostRewrite::None
+            }
+            Action::Redirect(_) | Action::Direct { .. } => false,
+        };
     Ok(Route {
         name: r.name.clone(),
         matcher,
         action,
-        request_headers: HeaderOps::compile(&r.request_headers_to_add, &r.request_headers_to_remove)?,
+        request_headers,
         response_headers: HeaderOps::compile(&r.response_headers_to_add, &r.response_headers_to_remove)?,
+        reads_request_headers,
     })
 }
 
@@ -1101,6 +1141,42 @@ virtual_hosts:
         ];
         for (host, want) in cases {
             assert_eq!(pick(&t, host, "/", &[]), Some(want), "{host}");
+        }
+    }
+
+    #[test]
+    fn what_reads_a_requests_fields_is_known_at_compile() {
+        let vh = |route: &str, extra: &str| {
+            format!("virtual_hosts: [{{name: v, domains: ['*'], routes: [{route}]{extra}}}]")
+        };
+        let plain = "{match: {prefix: /}, route: {cluster: c}}";
+        // (route config, the table reads fields before routing, the route reads them)
+        let cases: Vec<(String, bool, bool)> = vec![
+            (vh(plain, ""), false, false),
+            (vh("{match: {prefix: /}, redirect: {path_redirect: /x}}", ""), false, false),
+            (vh("{match: {prefix: /, headers: [{name: a, present_match: true}]}, route: {cluster: c}}", ""), true, false),
+            (vh("{match: {prefix: /, grpc: {}}, route: {cluster: c}}", ""), true, false),
+            (format!("{}\ninternal_only_headers: [x-secret]", vh(plain, "")), true, false),
+            (format!("{}\nrequest_headers_to_remove: [x-a]", vh(plain, "")), true, false),
+            (vh("{match: {prefix: /}, route: {cluster: c}, response_headers_to_add: [{header: {key: a, value: '%PROTOCOL%'}}]}", ""), true, false),
+            (vh("{match: {prefix: /}, route: {cluster: c}, response_headers_to_add: [{header: {key: a, value: b}}]}", ""), false, false),
+            (vh(plain, ", request_headers_to_add: [{header: {key: a, value: b}}]"), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c}, request_headers_to_remove: [a]}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster_header: x-cluster}}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c, prefix_rewrite: /x}}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c, regex_rewrite: {pattern: {regex: a}, substitution: b}}}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c, host_rewrite_literal: h}}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c, auto_host_rewrite: true}}", ""), false, true),
+            (vh("{match: {prefix: /}, route: {cluster: c, hash_policy: [{connection_properties: {source_ip: true}}]}}", ""), false, true),
+        ];
+        for (yaml, before, route) in cases {
+            let t = table(&yaml);
+            let r = &t.virtual_hosts[0].routes[0];
+            assert_eq!(
+                (t.reads_request_headers(), r.reads_request_headers),
+                (before, route),
+                "{yaml}"
+            );
         }
     }
 

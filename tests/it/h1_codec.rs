@@ -473,3 +473,97 @@ async fn a_response_head_reads_the_same_written_raw_or_from_a_map() {
         assert_eq!(head.contains("x-added: 1"), path == "/map", "{path}: {reply}");
     }
 }
+
+/// A request head legate changes only by its own additions is forwarded
+/// from the client's lines (names lowercased); one whose route has request
+/// header mutations goes through a header map. The origin must not be able
+/// to tell the two apart: same fields in the same order, connection-level
+/// fields dropped, legate's additions after the client's fields. Repeated
+/// names are the one difference: the raw head keeps the client's order,
+/// as Envoy does; the map groups them by name.
+#[tokio::test]
+async fn a_request_head_reads_the_same_forwarded_raw_or_from_a_map() {
+    let (origin, mut heads) = scripted_origin("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let routes = format!(
+        "{}              - match: {{prefix: \"/map\"}}\n                route: {{cluster: o}}\n                request_headers_to_add: [{{header: {{key: x-added, value: \"1\"}}}}]\n",
+        route("/raw", "o", "")
+    );
+    // An edge proxy: x-forwarded-for and x-envoy-external-address are added too.
+    let legate = Legate::start(
+        &front_bootstrap(
+            "          use_remote_address: true\n",
+            &routes,
+            &static_cluster("o", origin, ""),
+        ),
+        &[],
+    );
+    let mut s = TcpStream::connect(legate.addr("front")).await.unwrap();
+    let want = [
+        "GET /P HTTP/1.1",
+        "host: example.com:8080",
+        "user-agent: t/1",
+        "accept: */*",
+        "x-spaced: v",
+        "x-empty: ",
+        "content-length: 0",
+        "x-forwarded-for: ?",
+        "x-forwarded-proto: http",
+        "x-envoy-external-address: 127.0.0.1",
+        "x-request-id: ?",
+        "x-envoy-expected-rq-timeout-ms: 15000",
+    ];
+    for path in ["/raw", "/map", "/raw", "/map"] {
+        s.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: t/1\r\n\
+                 Connection: keep-alive\r\nAccept: */*\r\nKeep-Alive: timeout=9\r\n\
+                 X-Spaced:   v  \r\nX-Empty:\r\nCONTENT-LENGTH: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let reply = read_responses(&mut s, 1).await.remove(0);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{path}: {reply}");
+        assert_eq!(origin_saw(&mut heads, path).await, want, "{path}");
+    }
+    // Repeated names: in the client's order raw, grouped from a map.
+    for (path, order) in [
+        ("/raw", ["x-a: 1", "x-b: 2", "x-a: 3"]),
+        ("/map", ["x-a: 1", "x-a: 3", "x-b: 2"]),
+    ] {
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        read_responses(&mut s, 1).await;
+        let fields = origin_saw(&mut heads, path).await;
+        let got: Vec<&str> = fields
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with("x-a") || l.starts_with("x-b"))
+            .collect();
+        assert_eq!(got, order, "{path}: {fields:?}");
+    }
+}
+
+/// The next head `scripted_origin` got, line by line, with `path` as `/P`
+/// and the values that differ from request to request (the request id, the
+/// address appended to x-forwarded-for) as `?`; `x-added: 1` left out.
+async fn origin_saw(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>, path: &str) -> Vec<String> {
+    let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+        .await
+        .expect("the origin got the request")
+        .unwrap();
+    head.lines()
+        .filter(|l| !l.is_empty() && *l != "x-added: 1")
+        .map(|l| {
+            let l = l.replace(path, "/P");
+            match l.split_once(": ") {
+                Some((n @ ("x-request-id" | "x-forwarded-for"), v)) if !v.is_empty() => format!("{n}: ?"),
+                _ => l,
+            }
+        })
+        .collect()
+}

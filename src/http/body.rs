@@ -41,6 +41,13 @@ impl DownstreamBody {
             DownstreamBody::H1(b) => b.raw_head(),
         }
     }
+
+    pub fn raw_head_mut(&mut self) -> Option<&mut RawRequest> {
+        match self {
+            DownstreamBody::H2(_) => None,
+            DownstreamBody::H1(b) => b.raw_head_mut(),
+        }
+    }
 }
 
 /// Gives `req` its header map if its head was kept raw: the request's

@@ -153,7 +153,13 @@ pub fn encode_head(
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + raw.map_or(0, |r| r.head.head.len())
+        + raw.map_or(0, |r| {
+            r.head.head.len()
+                + r.added
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                    .sum::<usize>()
+        })
         + target.len()
         + 64;
     let mut out = BytesMut::with_capacity(size);
@@ -795,8 +801,13 @@ mod tests {
             ("X-Spaced", "  v  "),
         ]);
         let (connection, plain) = raw.scan();
-        let raw = RawRequest::new(raw, connection, plain).ok().expect("stays raw");
-        let added = crate::http::h1_wire::headers(&[("x-forwarded-proto", "http"), ("x-request-id", "r")]);
+        let mut raw = RawRequest::new(raw, connection, plain).ok().expect("stays raw");
+        raw.added.push((
+            http::HeaderName::from_static("x-forwarded-proto"),
+            http::HeaderValue::from_static("http"),
+        ));
+        // A map beside a raw head (none on the proxy's path) follows it.
+        let added = crate::http::h1_wire::headers(&[("x-request-id", "r")]);
         let framing = request_framing(&Method::POST, raw.connection.content_length, false, None);
         assert_eq!(framing, RequestFraming::Chunked);
         let text = encode_head(&Method::POST, "/p", Some(&raw), &added, framing);

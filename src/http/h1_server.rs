@@ -957,8 +957,12 @@ impl RequestBody {
         self.raw.as_deref()
     }
 
-    /// Turns a raw head into the request's map (`extra`: what the proxy
-    /// added meanwhile, appended after the request's own fields, as it would
+    pub fn raw_head_mut(&mut self) -> Option<&mut RawRequest> {
+        self.raw.as_deref_mut()
+    }
+
+    /// Turns a raw head into the request's map: its fields, the ones the
+    /// proxy added to it, then any in `headers` (appended, as they would
     /// have been to a map). Nothing to do for a request with a map already.
     pub fn materialize(&mut self, headers: &mut HeaderMap) -> Result<(), &'static str> {
         let Some(raw) = self.raw.take() else {

@@ -403,6 +403,10 @@ pub struct RawRequest {
     /// `max_headers_count` and `max_request_headers_kb` are checked against.
     pub field_count: usize,
     pub field_bytes: usize,
+    /// The fields the proxy adds, in order (`x-forwarded-proto`,
+    /// `x-request-id`…): none of them is among the request's own (`new`),
+    /// so each is a plain addition, with no map to keep them in.
+    pub added: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl RawRequest {
@@ -451,6 +455,7 @@ impl RawRequest {
             connection,
             field_count: count,
             field_bytes: bytes,
+            added: Vec::new(),
         })
     }
 
@@ -471,17 +476,35 @@ impl RawRequest {
             .map(|s| &self.head.head[s.value.0 as usize..s.value.1 as usize])
     }
 
-    /// Its fields as a map (`FieldSpans::fields`), and whether the map holds
-    /// a hop-by-hop field.
+    /// Its fields and then the added ones as a map (`FieldSpans::fields`),
+    /// and whether the map holds a hop-by-hop field.
     pub fn into_map(self, room: usize) -> Result<(HeaderMap, bool), &'static str> {
-        let (map, noted) = self.head.spans.fields(&self.head.head, room)?;
+        let (mut map, noted) = self.head.spans.fields(&self.head.head, self.added.len() + room)?;
+        for (name, value) in self.added {
+            map.append(name, value);
+        }
         Ok((map, noted.hop_by_hop))
     }
 
-    /// Writes its fields as they go upstream: names lowercased, the
-    /// connection-level ones (and `transfer-encoding`, which the writer
-    /// frames itself) left out.
+    /// How many fields its map would hold, and their names' and values'
+    /// bytes, the added ones included.
+    pub fn size(&self) -> (usize, usize) {
+        let added: usize = self.added.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        (self.field_count + self.added.len(), self.field_bytes + added)
+    }
+
+    /// Writes its fields as they go upstream: its own (names lowercased,
+    /// the connection-level ones and `transfer-encoding`, which the writer
+    /// frames itself, left out), then the added ones.
     pub fn put_fields(&self, out: &mut BytesMut) {
+        self.put_own_fields(out);
+        for (name, value) in &self.added {
+            out.put_slice(name.as_str().as_bytes());
+            put_value(out, value.as_bytes());
+        }
+    }
+
+    fn put_own_fields(&self, out: &mut BytesMut) {
         let skipped = |kind| {
             matches!(
                 kind,

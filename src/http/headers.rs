@@ -231,7 +231,49 @@ pub fn mutate_request(
     internal_addresses: &InternalAddresses,
     scheme: &'static str,
 ) -> Client {
+    settle_request(headers, peer, local_ip, xff, internal_addresses, scheme).apply(headers)
+}
+
+/// What [`mutate_request`] decides for a request with `headers`: who it is
+/// from, the fields to remove, then the fields to set (each replacing any
+/// of its name). A request with none of the fields the rules read (a head
+/// kept raw, `h1_wire::RawRequest`) gets no removal, and its sets are
+/// additions.
+pub struct Settled {
+    pub client: Client,
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Room for every field the proxy may add to a request: x-forwarded-for,
+/// x-forwarded-proto, x-envoy-internal or x-envoy-external-address,
+/// x-request-id, x-envoy-expected-rq-timeout-ms, via.
+pub const ADDED_FIELDS: usize = 6;
+
+impl Settled {
+    /// Makes the changes to the request's map.
+    pub fn apply(self, headers: &mut HeaderMap) -> Client {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in self.set {
+            headers.insert(name, value);
+        }
+        self.client
+    }
+}
+
+/// The decision of [`mutate_request`], without changing `headers`.
+pub fn settle_request(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    local_ip: IpAddr,
+    xff: XffPolicy,
+    internal_addresses: &InternalAddresses,
+    scheme: &'static str,
+) -> Settled {
     let (address, from_xff, trusted) = client_address(headers, peer, xff);
+    let mut set = Vec::with_capacity(ADDED_FIELDS);
     if xff.use_remote_address && !xff.skip_append {
         let appended = if peer.is_loopback() { local_ip } else { peer };
         let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -239,15 +281,18 @@ pub fn mutate_request(
             _ => appended.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&joined) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+            set.push((X_FORWARDED_FOR.clone(), v));
         }
     }
-    // A trusted proxy in front (hops) may have set the scheme already.
-    apply_forwarded_proto(headers, xff.use_remote_address && xff.trusted_hops == 0, scheme);
+    // An edge sets the scheme from the connection; otherwise a trusted
+    // proxy in front (hops) may have set it already, and it is only filled in.
+    if (xff.use_remote_address && xff.trusted_hops == 0) || !headers.contains_key(&X_FORWARDED_PROTO) {
+        set.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme)));
+    }
     let internal = trusted && internal_addresses.contains(address);
     let edge = !internal && xff.use_remote_address;
     // One walk over the names: removals (hashed lookups) only for what is there.
-    let mut found: Vec<HeaderName> = Vec::new();
+    let mut remove: Vec<HeaderName> = Vec::new();
     let mut rq_timeout_header = false;
     for name in headers.keys() {
         let n = name.as_str();
@@ -258,44 +303,29 @@ pub fn mutate_request(
             || (!internal && CONTROL.contains(&n))
             || (edge && EDGE_CONTROL.contains(&n))
         {
-            found.push(name.clone());
+            remove.push(name.clone());
         } else if name == X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS {
             rq_timeout_header = true;
         }
     }
-    for name in &found {
-        headers.remove(name);
-    }
     if internal {
-        headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        set.push((X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true")));
     }
     if edge {
         if let Ok(v) = HeaderValue::from_str(&address.to_string()) {
-            headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+            set.push((X_ENVOY_EXTERNAL_ADDRESS.clone(), v));
         }
     }
-    Client {
-        address,
-        from_xff,
-        internal,
-        edge,
-        rq_timeout_header,
-    }
-}
-
-/// `x-forwarded-proto`: an edge proxy (use_remote_address) sets it from the
-/// connection; otherwise an existing value is trusted and only filled in.
-pub fn apply_forwarded_proto(headers: &mut HeaderMap, use_remote_address: bool, scheme: &'static str) {
-    let value = HeaderValue::from_static(scheme);
-    // One hashed lookup either way (the entry), not a look then an insert.
-    match headers.entry(X_FORWARDED_PROTO.clone()) {
-        http::header::Entry::Occupied(mut e) if use_remote_address => {
-            e.insert(value);
-        }
-        http::header::Entry::Occupied(_) => {}
-        http::header::Entry::Vacant(e) => {
-            e.insert(value);
-        }
+    Settled {
+        client: Client {
+            address,
+            from_xff,
+            internal,
+            edge,
+            rq_timeout_header,
+        },
+        remove,
+        set,
     }
 }
 
@@ -715,10 +745,39 @@ mod tests {
 
     #[test]
     fn forwarded_proto() {
-        let mut h = map(&[("x-forwarded-proto", "https")]);
-        apply_forwarded_proto(&mut h, false, "http");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
-        apply_forwarded_proto(&mut h, true, "http");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        let policy = |use_remote_address, trusted_hops| XffPolicy {
+            use_remote_address,
+            trusted_hops,
+            skip_append: false,
+        };
+        // (sent, use_remote_address, trusted hops, forwarded)
+        let cases = [
+            (Some("https"), false, 0, "https"),
+            (Some("https"), true, 0, "http"),
+            (Some("https"), true, 1, "https"),
+            (None, false, 0, "http"),
+            (None, true, 0, "http"),
+            (None, true, 1, "http"),
+        ];
+        for (sent, remote, hops, want) in cases {
+            let mut h = map(&sent
+                .map(|v| ("x-forwarded-proto", v))
+                .into_iter()
+                .collect::<Vec<_>>());
+            let peer: IpAddr = "10.0.0.1".parse().unwrap();
+            mutate_request(
+                &mut h,
+                peer,
+                peer,
+                policy(remote, hops),
+                &InternalAddresses::default(),
+                "http",
+            );
+            assert_eq!(
+                h.get("x-forwarded-proto").unwrap(),
+                want,
+                "{sent:?} {remote} {hops}"
+            );
+        }
     }
 }

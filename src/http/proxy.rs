@@ -57,8 +57,8 @@ pub async fn handle(
     mut req: Request<DownstreamBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let hcm = conn.listener.hcm.clone();
-    let client = hdr::mutate_request(
-        req.headers_mut(),
+    let settled = hdr::settle_request(
+        req.headers(),
         conn.remote.ip(),
         crate::local_info::address(),
         hdr::XffPolicy {
@@ -69,7 +69,29 @@ pub async fn handle(
         &hcm.internal_addresses,
         "http",
     );
-    assign_request_id(&hcm, client.edge, req.headers_mut());
+    // A head kept raw has none of the fields these rules read, replace or
+    // remove (its map is empty): what they set is added after its own.
+    let client = match req.body_mut().raw_head_mut() {
+        Some(raw) => {
+            let client = settled.client;
+            raw.added = settled.set;
+            if hdr::request_id_decision(
+                false,
+                hcm.generate_request_id,
+                hcm.preserve_external_request_id,
+                client.edge,
+            ) == RequestId::Generate
+            {
+                raw.added.push((hdr::X_REQUEST_ID.clone(), new_request_id()));
+            }
+            client
+        }
+        None => {
+            let client = settled.apply(req.headers_mut());
+            assign_request_id(&hcm, client.edge, req.headers_mut());
+            client
+        }
+    };
     let authority = authority_of(&req);
     // Header copies only when something will read them (access logs,
     // formatted header values): they cost an allocation per request.
@@ -304,20 +326,26 @@ fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderM
         edge_external,
     ) == RequestId::Generate
     {
-        // A v4 UUID from the thread-local PRNG: no getrandom syscall per request.
-        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
-            match entry {
-                http::header::Entry::Occupied(mut e) => {
-                    e.insert(v);
-                }
-                http::header::Entry::Vacant(e) => {
-                    e.insert(v);
-                }
+        let v = new_request_id();
+        match entry {
+            http::header::Entry::Occupied(mut e) => {
+                e.insert(v);
+            }
+            http::header::Entry::Vacant(e) => {
+                e.insert(v);
             }
         }
     }
+}
+
+/// A v4 UUID from the thread-local PRNG (no getrandom syscall per
+/// request), as a header value.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // Hex digits and hyphens: always a valid value.
+    HeaderValue::from_bytes(text.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn local(
@@ -389,10 +417,7 @@ async fn route_and_forward(
     };
     // A raw head's fields count as its map's would; the map holds what
     // the proxy has added so far (all of it, without a raw head).
-    let (raw_count, raw_bytes) = req
-        .body()
-        .raw_head()
-        .map_or((0, 0), |r| (r.field_count, r.field_bytes));
+    let (raw_count, raw_bytes) = req.body().raw_head().map_or((0, 0), |r| r.size());
     let header_bytes: usize = raw_bytes
         + req
             .headers()
@@ -1028,7 +1053,7 @@ fn build_upstream_request(
     route_timeout: Option<std::time::Duration>,
     h2: bool,
 ) -> Result<(Request<RequestBody>, Arc<RequestProgress>), String> {
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     // The codec told whether any hop-by-hop field came (usually none).
     if upgrading || body.has_hop_by_hop_fields() {
@@ -1043,18 +1068,30 @@ fn build_upstream_request(
     // x-forwarded-for, x-forwarded-proto, x-envoy-internal and x-request-id
     // were settled when the request arrived (`handle`);
     // x-envoy-upstream-rq-timeout-ms was taken out by `forward`.
+    // Neither is among a raw head's fields (`RawRequest::new` kept the
+    // x-envoy-* ones out; `via` is appended either way): added after them.
     if let Some(t) = route_timeout {
         if !hcm.suppress_envoy_headers {
             let ms = match &action.timeout_ms {
                 Some(v) if action.timeout == Some(t) => v.clone(),
                 _ => HeaderValue::from(t.as_millis() as u64),
             };
-            headers.insert(hdr::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), ms);
+            match body.raw_head_mut() {
+                Some(raw) => raw.added.push((hdr::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), ms)),
+                None => {
+                    headers.insert(hdr::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), ms);
+                }
+            }
         }
     }
     if !hcm.via.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&hcm.via) {
-            headers.append(header::VIA, v);
+            match body.raw_head_mut() {
+                Some(raw) => raw.added.push((header::VIA, v)),
+                None => {
+                    headers.append(header::VIA, v);
+                }
+            }
         }
     }
     // The request record sees the headers as sent upstream (x-request-id…).

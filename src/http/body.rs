@@ -331,13 +331,18 @@ impl ResponseBody {
 
     /// Ends the response early on one of its timers: a reset after it
     /// started, logged with `flag`; neither timer runs any more.
+    /// Ends a response that has started with a reset, as Envoy does when a
+    /// timeout passes mid-stream: the record keeps the status sent and gets
+    /// the flag and the timeout's `%RESPONSE_CODE_DETAILS%`.
     fn cut_off(
         &mut self,
         flag: ResponseFlags,
+        details: &'static str,
         error: BodyError,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(info) = self.info.as_mut() {
             info.response_flags.insert(flag);
+            info.response_code_details = Some(details.into());
             info.reset_after_response_started = true;
         }
         self.idle = None;
@@ -405,7 +410,11 @@ impl Body for ResponseBody {
                 if let Some(idle) = this.idle.as_mut() {
                     let after = idle.after;
                     if poll_timer(&mut idle.sleep, || tokio::time::sleep(after), cx) {
-                        return this.cut_off(ResponseFlags::STREAM_IDLE_TIMEOUT, Box::new(IdleTimeout));
+                        return this.cut_off(
+                            ResponseFlags::STREAM_IDLE_TIMEOUT,
+                            "stream_idle_timeout",
+                            Box::new(IdleTimeout),
+                        );
                     }
                 }
                 if let Some(deadline) = this.deadline.as_mut() {
@@ -413,7 +422,11 @@ impl Body for ResponseBody {
                     if poll_timer(&mut deadline.sleep, || tokio::time::sleep_until(at), cx) {
                         deadline.cluster.stats.upstream_rq_timeout.inc();
                         deadline.host.stats.rq_timeout.inc();
-                        return this.cut_off(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, Box::new(RouteTimeout));
+                        return this.cut_off(
+                            ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                            "upstream_response_timeout",
+                            Box::new(RouteTimeout),
+                        );
                     }
                 }
             }

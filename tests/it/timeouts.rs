@@ -64,6 +64,20 @@ async fn assert_cut_off_after_start(front: SocketAddr) {
 
 const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
 
+/// HCM lines: an access log at `path` with the status, flags and details.
+fn details_log(path: &std::path::Path) -> String {
+    format!(
+        "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n\"}}}}\n",
+        path.display()
+    )
+}
+
+/// What `legate` logged, once it has exited (logs are flushed at exit).
+async fn logged_at_exit(mut legate: Legate, path: &std::path::Path) -> String {
+    let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 fn config(origin: SocketAddr, route_extra: &str, hcm_extra: &str) -> String {
     front_bootstrap(
         hcm_extra,
@@ -91,10 +105,10 @@ async fn idle_before_the_response_is_408_si() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_after_the_response_started_resets_the_stream() {
     let o = stalling_origin(Duration::from_secs(5)).await;
-    let legate = Legate::start(
-        &(config(o, "", "          stream_idle_timeout: 0.3s\n") + ADMIN),
-        &[],
-    );
+    let dir = super::support::Dir::new();
+    let log = dir.write("access.log", "");
+    let hcm = format!("          stream_idle_timeout: 0.3s\n{}", details_log(&log));
+    let legate = Legate::start(&(config(o, "", &hcm) + ADMIN), &[]);
     assert_cut_off_after_start(legate.addr("front")).await;
     let admin = legate.admin.expect("admin address");
     let stat = |n: &'static str| super::xds::stat(admin, n);
@@ -107,6 +121,8 @@ async fn idle_after_the_response_started_resets_the_stream() {
         stat("http.ingress_http.rq_reset_after_downstream_response_started").await,
         Some(0)
     );
+    // The status sent, and why it was cut off, as Envoy logs a reset.
+    assert_eq!(logged_at_exit(legate, &log).await, "200 SI stream_idle_timeout\n");
 }
 
 /// Envoy's route `timeout` starts once the whole request has arrived: a
@@ -141,7 +157,9 @@ async fn the_route_timeout_starts_when_the_request_has_arrived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_route_timeout_resets_a_response_still_streaming() {
     let o = stalling_origin(Duration::from_secs(5)).await;
-    let legate = Legate::start(&(config(o, ", timeout: 0.4s", "") + ADMIN), &[]);
+    let dir = super::support::Dir::new();
+    let log = dir.write("access.log", "");
+    let legate = Legate::start(&(config(o, ", timeout: 0.4s", &details_log(&log)) + ADMIN), &[]);
     assert_cut_off_after_start(legate.addr("front")).await;
     let admin = legate.admin.expect("admin address");
     let stat = |n: &'static str| super::xds::stat(admin, n);
@@ -150,6 +168,10 @@ async fn the_route_timeout_resets_a_response_still_streaming() {
     assert_eq!(
         stat("http.ingress_http.downstream_rq_idle_timeout").await,
         Some(0)
+    );
+    assert_eq!(
+        logged_at_exit(legate, &log).await,
+        "200 UT upstream_response_timeout\n"
     );
 }
 

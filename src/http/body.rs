@@ -51,9 +51,9 @@ impl DownstreamBody {
 }
 
 /// Gives `req` its header map if its head was kept raw: the request's
-/// fields, then what the proxy has added to its (until then nearly empty)
-/// map meanwhile. Called where something reads or edits the request's
-/// fields.
+/// fields, then the proxy's additions (`RawRequest::added`), then anything
+/// its (until then empty) map holds. Called where something reads or edits
+/// the request's fields.
 pub fn materialize(req: &mut http::Request<DownstreamBody>) -> Result<(), &'static str> {
     let DownstreamBody::H1(body) = req.body() else {
         return Ok(());
@@ -329,11 +329,10 @@ impl ResponseBody {
         self.on_complete = Some(on_complete);
     }
 
-    /// Ends the response early on one of its timers: a reset after it
-    /// started, logged with `flag`; neither timer runs any more.
-    /// Ends a response that has started with a reset, as Envoy does when a
-    /// timeout passes mid-stream: the record keeps the status sent and gets
-    /// the flag and the timeout's `%RESPONSE_CODE_DETAILS%`.
+    /// Ends the response early on one of its timers, as Envoy does when a
+    /// timeout passes mid-stream: a reset after it started, the record
+    /// keeping the status sent and getting `flag` and the timeout's
+    /// `%RESPONSE_CODE_DETAILS%`; neither timer runs any more.
     fn cut_off(
         &mut self,
         flag: ResponseFlags,

@@ -1068,8 +1068,8 @@ fn build_upstream_request(
     // x-forwarded-for, x-forwarded-proto, x-envoy-internal and x-request-id
     // were settled when the request arrived (`handle`);
     // x-envoy-upstream-rq-timeout-ms was taken out by `forward`.
-    // Neither is among a raw head's fields (`RawRequest::new` kept the
-    // x-envoy-* ones out; `via` is appended either way): added after them.
+    // The two below are added after a raw head's own fields: it has no
+    // x-envoy-* field (`RawRequest::new`), and `via` is appended anyway.
     if let Some(t) = route_timeout {
         if !hcm.suppress_envoy_headers {
             let ms = match &action.timeout_ms {

@@ -204,50 +204,16 @@ pub async fn send(
         cluster: cluster.id,
         addr: host.addr,
     };
+    // The other protocols' futures are boxed where they start: inline, their
+    // states (hyper's request and handshake futures) made this future
+    // 2.3 KiB, all of it copied into the box the caller keeps it in for
+    // every HTTP/1.1 request (a third of the request's first-level data
+    // write misses in bench/instructions' CACHE_SIM).
     if h2 {
-        let max = cluster.h2_max_streams;
-        // A live connection with a free stream (possibly still connecting),
-        // else a new one; the stream is reserved before any await.
-        let conn = POOLS.with(|p| {
-            let mut pools = p.borrow_mut();
-            let pool = pools.entry(key).or_default();
-            pool.h2.retain(|c| !c.is_closed());
-            let conn = match pool.h2.iter().find(|c| c.open.load(Ordering::Relaxed) < max) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = Arc::new(H2Conn::default());
-                    pool.h2.push(c.clone());
-                    c
-                }
-            };
-            conn.open.fetch_add(1, Ordering::Relaxed);
-            conn
-        });
-        let slot = StreamSlot(conn.clone());
-        let mut sender = conn
-            .sender
-            // Boxed: connecting is rare, and its future (hyper's handshake)
-            // would otherwise make every request's future several KiB
-            // larger, copied at each await nesting (measured: memmove was
-            // 4% of the worker's CPU).
-            .get_or_try_init(|| Box::pin(connect_h2(cluster, host)))
-            .await?
-            .clone();
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| SendError::Request(e.into()))?;
-        return Ok((resp.map(Upstream::Hyper), Some(Lease { _slot: slot })));
+        return Box::pin(send_h2(cluster, host, key, req)).await;
     }
     if upgrade {
-        // An upgraded connection becomes the tunnel: a new one, never
-        // pooled, over hyper (which hands over the raw socket).
-        let mut sender = pending(cluster, Box::pin(connect_h1(cluster, host))).await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| SendError::Request(e.into()))?;
-        return Ok((resp.map(Upstream::Hyper), None));
+        return Box::pin(send_upgrade(cluster, host, req)).await;
     }
 
     let (parts, body) = req.into_parts();
@@ -274,12 +240,22 @@ pub async fn send(
     // idempotent, no body). Connections seen closed while idle are skipped
     // before anything is sent (`is_usable`).
     let mut may_retry = body.is_none() && parts.method.is_idempotent();
-    while let Some((mut conn, since)) =
-        POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop_back()))
-    {
-        if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || !conn.is_usable() {
-            continue;
-        }
+    // One exchange call site, whichever connection it goes on: two made
+    // this future keep room for two exchanges (1.5 KiB, copied into its box).
+    loop {
+        let pooled = POOLS.with(|p| p.borrow_mut().get_mut(&key).and_then(|pool| pool.idle.pop_back()));
+        let (conn, reused) = match pooled {
+            Some((mut conn, since)) => {
+                if cluster.idle_timeout.is_some_and(|t| since.elapsed() >= t) || !conn.is_usable() {
+                    continue;
+                }
+                (conn, true)
+            }
+            None => {
+                let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
+                (h1_client::Conn::new(io.into_inner()), false)
+            }
+        };
         match h1_client::exchange(
             conn,
             key,
@@ -292,16 +268,68 @@ pub async fn send(
         .await
         {
             Ok(resp) => return Ok((resp.map(Upstream::H1), None)),
-            Err(h1_client::Error::ClosedBeforeResponse(_)) if may_retry => may_retry = false,
+            Err(h1_client::Error::ClosedBeforeResponse(_)) if reused && may_retry => may_retry = false,
             Err(e) => return Err(SendError::Request(e.into())),
         }
     }
-    let io = pending(cluster, Box::pin(tcp(cluster, host, false))).await?;
-    let conn = h1_client::Conn::new(io.into_inner());
-    match h1_client::exchange(conn, key, head, body, chunked, is_head, raw_head_ok).await {
-        Ok(resp) => Ok((resp.map(Upstream::H1), None)),
-        Err(e) => Err(SendError::Request(e.into())),
-    }
+}
+
+/// [`send`] over HTTP/2.
+async fn send_h2(
+    cluster: &Cluster,
+    host: &Arc<Host>,
+    key: Key,
+    req: Request<RequestBody>,
+) -> Result<(Response<Upstream>, Option<Lease>), SendError> {
+    let max = cluster.h2_max_streams;
+    // A live connection with a free stream (possibly still connecting),
+    // else a new one; the stream is reserved before any await.
+    let conn = POOLS.with(|p| {
+        let mut pools = p.borrow_mut();
+        let pool = pools.entry(key).or_default();
+        pool.h2.retain(|c| !c.is_closed());
+        let conn = match pool.h2.iter().find(|c| c.open.load(Ordering::Relaxed) < max) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(H2Conn::default());
+                pool.h2.push(c.clone());
+                c
+            }
+        };
+        conn.open.fetch_add(1, Ordering::Relaxed);
+        conn
+    });
+    let slot = StreamSlot(conn.clone());
+    let mut sender = conn
+        .sender
+        // Boxed: connecting is rare, and its future (hyper's handshake)
+        // would otherwise make every request's future several KiB
+        // larger, copied at each await nesting (measured: memmove was
+        // 4% of the worker's CPU).
+        .get_or_try_init(|| Box::pin(connect_h2(cluster, host)))
+        .await?
+        .clone();
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Request(e.into()))?;
+    Ok((resp.map(Upstream::Hyper), Some(Lease { _slot: slot })))
+}
+
+/// [`send`] for an upgrade.
+async fn send_upgrade(
+    cluster: &Cluster,
+    host: &Arc<Host>,
+    req: Request<RequestBody>,
+) -> Result<(Response<Upstream>, Option<Lease>), SendError> {
+    // An upgraded connection becomes the tunnel: a new one, never
+    // pooled, over hyper (which hands over the raw socket).
+    let mut sender = pending(cluster, Box::pin(connect_h1(cluster, host))).await?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Request(e.into()))?;
+    Ok((resp.map(Upstream::Hyper), None))
 }
 
 /// A request waiting for a new upstream connection (Envoy's "pending").

@@ -75,14 +75,8 @@ pub async fn handle(
         Some(raw) => {
             let client = settled.client;
             raw.added = settled.set;
-            if hdr::request_id_decision(
-                false,
-                hcm.generate_request_id,
-                hcm.preserve_external_request_id,
-                client.edge,
-            ) == RequestId::Generate
-            {
-                raw.added.push((hdr::X_REQUEST_ID.clone(), new_request_id()));
+            if let Some(id) = request_id(&hcm, false, client.edge) {
+                raw.added.push((hdr::X_REQUEST_ID.clone(), id));
             }
             client
         }
@@ -319,14 +313,7 @@ fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderM
     // One hashed lookup (the entry) whether the id is kept or replaced.
     let entry = headers.entry(&hdr::X_REQUEST_ID);
     let present = matches!(entry, http::header::Entry::Occupied(_));
-    if hdr::request_id_decision(
-        present,
-        hcm.generate_request_id,
-        hcm.preserve_external_request_id,
-        edge_external,
-    ) == RequestId::Generate
-    {
-        let v = new_request_id();
+    if let Some(v) = request_id(hcm, present, edge_external) {
         match entry {
             http::header::Entry::Occupied(mut e) => {
                 e.insert(v);
@@ -336,6 +323,18 @@ fn assign_request_id(hcm: &Hcm, edge_external: bool, headers: &mut http::HeaderM
             }
         }
     }
+}
+
+/// A new `x-request-id` value when Envoy's rules want one for a request
+/// that has one already (`present`) or not.
+fn request_id(hcm: &Hcm, present: bool, edge_external: bool) -> Option<HeaderValue> {
+    let decision = hdr::request_id_decision(
+        present,
+        hcm.generate_request_id,
+        hcm.preserve_external_request_id,
+        edge_external,
+    );
+    (decision == RequestId::Generate).then(new_request_id)
 }
 
 /// A v4 UUID from the thread-local PRNG (no getrandom syscall per

@@ -62,6 +62,16 @@ async fn assert_cut_off_after_start(front: SocketAddr) {
     assert!(text.contains("start") && !text.contains("end"), "{text}");
 }
 
+/// What the first read on `s` brings (up to 8 KiB, within 5 s).
+async fn first_answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut got = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&got[..n]).into_owned()
+}
+
 const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
 
 /// HCM lines: an access log at `path` with the status, flags and details.
@@ -139,12 +149,7 @@ async fn the_route_timeout_starts_when_the_request_has_arrived() {
     // Longer than the route timeout, before the body is complete.
     tokio::time::sleep(Duration::from_millis(900)).await;
     s.write_all(b"67890").await.unwrap();
-    let mut got = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&got[..n]);
+    let text = first_answer(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"body_len\":10"), "{text}");
     // Once the request is complete, the origin has the timeout to answer.
@@ -278,12 +283,7 @@ async fn request_timeout_is_408_when_the_body_does_not_arrive() {
     s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
         .await
         .unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&got[..n]);
+    let text = first_answer(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.ends_with("request timeout"), "{text}");
     // A complete request is not affected by the same timeout, even when the

@@ -822,17 +822,6 @@ async fn forward(
         && vhost.response_headers.is_empty()
         && table.response_headers.is_empty()
         && !matches!(hcm.server_header, ServerHeader::AppendIfAbsent);
-    // Boxed: the exchange's future is KiBs (hyper's request futures); kept
-    // inline it would be copied at every level of nesting (memmove was the
-    // worker's largest user-space cost before this).
-    let mut send = Box::pin(upstream::send(
-        &cluster,
-        &host,
-        h2,
-        upgrade.is_some(),
-        raw_head_ok,
-        upstream_req,
-    ));
     // The response head races the timers, polled in one place (not nested
     // timeout futures, each of which moved the exchange's result again).
     // `request_timeout` counts only while the request is still arriving;
@@ -847,43 +836,49 @@ async fn forward(
     let mut head_wait = idle.map(|i| (sent + i, Timeout::StreamIdle));
     let head_timer = head_wait.map(|(at, _)| tokio::time::sleep_until(at));
     tokio::pin!(request_timer, head_timer);
-    let waited = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = send.as_mut().poll(cx) {
-            return Poll::Ready(Ok(r));
-        }
-        if let Some(t) = request_timer.as_mut().as_pin_mut() {
-            if !received.is_done() && t.poll(cx).is_ready() {
-                return Poll::Ready(Err(Timeout::Request));
+    // Pinned in place, not boxed: `upstream::send` boxes its large paths
+    // (HTTP/2, upgrades) itself, and the rest is built where it stays (a
+    // box cost an allocation and a copy of the whole future per request).
+    // The block ends its borrows of the cluster and host.
+    let waited = {
+        let send = upstream::send(&cluster, &host, h2, upgrade.is_some(), raw_head_ok, upstream_req);
+        tokio::pin!(send);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = send.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
             }
-        }
-        if let Some(t) = route_timeout {
-            if route_deadline.is_none() && received.poll_done(cx) {
-                let from = if complete_at_send {
-                    sent
-                } else {
-                    tokio::time::Instant::now()
-                };
-                let at = from + t;
-                route_deadline = Some(at);
-                if head_wait.is_none_or(|(w, _)| at <= w) {
-                    head_wait = Some((at, Timeout::Route));
-                    match head_timer.as_mut().as_pin_mut() {
-                        Some(timer) => timer.reset(at),
-                        None => head_timer.set(Some(tokio::time::sleep_until(at))),
+            if let Some(t) = request_timer.as_mut().as_pin_mut() {
+                if !received.is_done() && t.poll(cx).is_ready() {
+                    return Poll::Ready(Err(Timeout::Request));
+                }
+            }
+            if let Some(t) = route_timeout {
+                if route_deadline.is_none() && received.poll_done(cx) {
+                    let from = if complete_at_send {
+                        sent
+                    } else {
+                        tokio::time::Instant::now()
+                    };
+                    let at = from + t;
+                    route_deadline = Some(at);
+                    if head_wait.is_none_or(|(w, _)| at <= w) {
+                        head_wait = Some((at, Timeout::Route));
+                        match head_timer.as_mut().as_pin_mut() {
+                            Some(timer) => timer.reset(at),
+                            None => head_timer.set(Some(tokio::time::sleep_until(at))),
+                        }
                     }
                 }
             }
-        }
-        if let Some(t) = head_timer.as_mut().as_pin_mut() {
-            if t.poll(cx).is_ready() {
-                return Poll::Ready(Err(head_wait.map_or(Timeout::Route, |(_, why)| why)));
+            if let Some(t) = head_timer.as_mut().as_pin_mut() {
+                if t.poll(cx).is_ready() {
+                    return Poll::Ready(Err(head_wait.map_or(Timeout::Route, |(_, why)| why)));
+                }
             }
-        }
-        Poll::Pending
-    })
-    .await;
-    // Its memory goes now, not when the response body has been streamed.
-    drop(send);
+            Poll::Pending
+        })
+        .await
+    };
     let result = match waited {
         Ok(r) => r,
         Err(timeout) => {

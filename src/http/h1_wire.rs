@@ -212,31 +212,18 @@ impl FieldSpans {
                 FieldKind::Other => field_kind(raw_name),
                 kind => kind,
             };
+            if noted.note(kind, value) {
+                noted.hop_by_hop = true;
+            } else if kind == FieldKind::Connection {
+                // Only `close` or `keep-alive`: said, and dropped.
+                continue;
+            }
             let name = match kind {
-                FieldKind::Connection => {
-                    if !noted.note_connection(value) {
-                        continue;
-                    }
-                    noted.hop_by_hop = true;
-                    CONNECTION
-                }
-                FieldKind::ContentLength => {
-                    noted.content_length = true;
-                    CONTENT_LENGTH
-                }
-                FieldKind::TransferEncoding => {
-                    noted.transfer_encoding = true;
-                    noted.hop_by_hop = true;
-                    TRANSFER_ENCODING
-                }
-                FieldKind::Te => {
-                    noted.hop_by_hop = true;
-                    TE
-                }
-                FieldKind::Upgrade => {
-                    noted.hop_by_hop = true;
-                    UPGRADE
-                }
+                FieldKind::Connection => CONNECTION,
+                FieldKind::ContentLength => CONTENT_LENGTH,
+                FieldKind::TransferEncoding => TRANSFER_ENCODING,
+                FieldKind::Te => TE,
+                FieldKind::Upgrade => UPGRADE,
                 FieldKind::KeepAlive | FieldKind::ProxyConnection => continue,
                 FieldKind::Date => DATE,
                 FieldKind::Host => HOST,
@@ -385,21 +372,7 @@ impl RawHead {
             let value = &head[span.value.0 as usize..span.value.1 as usize];
             // A hop-by-hop field that skipping it as it is written would not
             // handle: it goes to the map (and its walk) instead.
-            let needs_map = match kind {
-                FieldKind::Connection => noted.note_connection(value),
-                FieldKind::Te | FieldKind::Upgrade => true,
-                FieldKind::ContentLength => {
-                    noted.content_length = true;
-                    false
-                }
-                FieldKind::TransferEncoding => {
-                    noted.transfer_encoding = true;
-                    noted.hop_by_hop = true;
-                    false
-                }
-                _ => false,
-            };
-            if needs_map {
+            if noted.note(kind, value) {
                 noted.hop_by_hop = true;
                 plain = false;
             }
@@ -587,6 +560,27 @@ pub struct ConnectionFields {
 impl ConnectionFields {
     /// Notes one `connection` field's options; true when it names anything
     /// besides `close` and `keep-alive` (so it must stay in the map).
+    /// Notes what a field of `kind` says about the framing and the
+    /// connection; true when it is hop-by-hop in a way that skipping it as
+    /// it is written would not handle (a `connection` naming other fields,
+    /// `te`, `upgrade`).
+    fn note(&mut self, kind: FieldKind, value: &[u8]) -> bool {
+        match kind {
+            FieldKind::Connection => self.note_connection(value),
+            FieldKind::Te | FieldKind::Upgrade => true,
+            FieldKind::ContentLength => {
+                self.content_length = true;
+                false
+            }
+            FieldKind::TransferEncoding => {
+                self.transfer_encoding = true;
+                self.hop_by_hop = true;
+                false
+            }
+            _ => false,
+        }
+    }
+
     fn note_connection(&mut self, value: &[u8]) -> bool {
         // The usual value is one of the two alone: no splitting then.
         match value.len() {

@@ -558,8 +558,6 @@ pub struct ConnectionFields {
 }
 
 impl ConnectionFields {
-    /// Notes one `connection` field's options; true when it names anything
-    /// besides `close` and `keep-alive` (so it must stay in the map).
     /// Notes what a field of `kind` says about the framing and the
     /// connection; true when it is hop-by-hop in a way that skipping it as
     /// it is written would not handle (a `connection` naming other fields,
@@ -581,6 +579,8 @@ impl ConnectionFields {
         }
     }
 
+    /// Notes one `connection` field's options; true when it names anything
+    /// besides `close` and `keep-alive` (so it must stay in the map).
     fn note_connection(&mut self, value: &[u8]) -> bool {
         // The usual value is one of the two alone: no splitting then.
         match value.len() {

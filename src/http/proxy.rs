@@ -90,21 +90,23 @@ pub async fn handle(
     // Header copies only when something will read them (access logs,
     // formatted header values): they cost an allocation per request.
     let record = conn.records_headers;
-    let mut info = Box::new(StreamInfo::new(
-        req.method().clone(),
-        req.uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path(), |p| p.as_str()),
-        authority.clone().unwrap_or_default(),
-        req.version(),
-        if record {
-            req.headers().clone()
-        } else {
-            http::HeaderMap::new()
-        },
-        conn.remote,
-        conn.local,
-    ));
+    let mut info = super::boxed_in_place(|| {
+        StreamInfo::new(
+            req.method().clone(),
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path(), |p| p.as_str()),
+            authority.clone().unwrap_or_default(),
+            req.version(),
+            if record {
+                req.headers().clone()
+            } else {
+                http::HeaderMap::new()
+            },
+            conn.remote,
+            conn.local,
+        )
+    });
     info.connection_id = conn.connection_id;
     if client.from_xff {
         // Envoy's downstream remote address is the trusted client; one from

@@ -81,8 +81,11 @@ async fn serve_h2(io: Prefixed, conn: Arc<ConnInfo>, mut drain: watch::Receiver<
     // Boxed: hyper runs each stream as a task holding this future, and a
     // task's future is copied in when spawned and overwritten when done
     // (memmove was the largest libc cost on h2c); boxed, only a pointer is.
-    let svc =
-        service_fn(move |req: Request<Incoming>| Box::pin(handle(conn.clone(), req.map(DownstreamBody::H2))));
+    let svc = service_fn(move |req: Request<Incoming>| {
+        Box::into_pin(super::boxed_in_place(|| {
+            handle(conn.clone(), req.map(DownstreamBody::H2))
+        }))
+    });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())

@@ -136,6 +136,9 @@ fn start_workers(n: usize) -> Result<StartedWorkers, String> {
         let t = std::thread::Builder::new()
             .name(format!("legate-worker-{worker}"))
             .spawn(move || {
+                // Every request updates stats here: with a shard of its own
+                // the worker does so without atomic read-modify-writes.
+                crate::stats::own_a_shard();
                 rt.block_on(async move {
                     let _ = stop.wait_for(|s| *s).await;
                     // Let the connections drain (the main thread bounds the wait).

@@ -343,16 +343,12 @@ impl Gauge {
     /// on another thread: use either `set` or `add`/`sub` on one gauge
     /// (Envoy's set-gauges such as `server.uptime` are never added to).
     pub fn set(&self, v: i64) {
-        // A `single` gauge's one slot is everyone's: its index is no
-        // thread's shard index (before, that worked only for the thread
-        // that happened to draw shard 0).
-        let _ = self.shards.mine();
-        let mine = match self.shards.block.get() {
-            Some(Block::Single(_)) => 0,
-            _ => my_slot().index,
-        };
-        for (i, s) in self.shards.iter().enumerate() {
-            s.store(if i == mine { v } else { 0 }, Ordering::Relaxed);
+        // This thread's slot as `mine` resolves it: a `single` gauge's one
+        // slot is everyone's (comparing shard indices, a thread whose index
+        // was not 0 wrote 0 into it).
+        let (mine, _) = self.shards.mine();
+        for s in self.shards.iter() {
+            s.store(if std::ptr::eq(s, mine) { v } else { 0 }, Ordering::Relaxed);
         }
         self.shards.mark_used();
     }
@@ -854,6 +850,7 @@ mod tests {
         assert_eq!(owned, owned_shards().min(6), "{slots:?}");
         assert!(slots.iter().all(|s| s.owned == (s.index < owned_shards())));
         let mut mine: Vec<usize> = slots.iter().filter(|s| s.owned).map(|s| s.index).collect();
+        mine.sort_unstable();
         mine.dedup();
         assert_eq!(mine.len(), owned, "an owned shard has one writer: {slots:?}");
         assert_eq!(c.value(), 12_000);

@@ -4,6 +4,7 @@ pub mod body;
 pub mod h1_client;
 pub mod h1_server;
 pub mod h1_wire;
+pub mod h2_conn;
 pub mod h2_frame;
 pub mod headers;
 pub mod hpack;

@@ -15,10 +15,10 @@ use super::h1_wire::RawRequest;
 use crate::model::cluster::{Cluster, Host};
 use crate::stream_info::{ResponseFlags, StreamInfo};
 
-/// A downstream request body as a codec reads it: hyper's (HTTP/2) or
-/// our HTTP/1.1 codec's.
+/// A downstream request body as a codec reads it: our HTTP/2 or HTTP/1.1
+/// codec's.
 pub enum DownstreamBody {
-    H2(Incoming),
+    H2(super::h2_server::RequestBody),
     H1(super::h1_server::RequestBody),
 }
 
@@ -79,7 +79,7 @@ impl Body for DownstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            DownstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            DownstreamBody::H2(b) => b.poll_frame(cx),
             DownstreamBody::H1(b) => b.poll_frame(cx),
         }
     }

@@ -52,7 +52,7 @@ use crate::stream_info::ResponseFlags;
 /// The start of every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a draining connection that has not sent a request yet is kept
-/// open for one to arrive (it then gets `connection: close`); HTTP/2 too.
+/// open for one to arrive (it then gets `connection: close`).
 pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// The upstream side of an upgrade (`101 Switching Protocols`), put in the
@@ -136,7 +136,7 @@ pub async fn serve(
 /// response the client has not read yet (e.g. a 413 or 404 answered
 /// before the request body was read). Envoy's `delayed_close_timeout`
 /// (1 s) and nginx's lingering close do the same.
-async fn linger(io: &mut TcpStream) {
+pub(super) async fn linger(io: &mut TcpStream) {
     const LINGER_TIME: Duration = Duration::from_secs(1);
     const LINGER_BYTES: usize = 1024 * 1024;
     let mut buf = [0u8; 8 * 1024];
@@ -153,7 +153,7 @@ async fn linger(io: &mut TcpStream) {
 }
 
 /// Resolves when the listener starts draining (or goes away).
-async fn drained(mut drain: watch::Receiver<bool>) {
+pub(super) async fn drained(mut drain: watch::Receiver<bool>) {
     if !*drain.borrow_and_update() {
         let _ = drain.changed().await;
     }
@@ -853,7 +853,7 @@ struct WireFraming {
     keeps_alive: bool,
 }
 
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(super) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -870,7 +870,7 @@ thread_local! {
     static DATE_CACHE: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
 }
 
-fn with_http_date(f: impl FnOnce(&[u8])) {
+pub(super) fn with_http_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now();
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)

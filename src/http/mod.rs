@@ -6,6 +6,7 @@ pub mod h1_server;
 pub mod h1_wire;
 pub mod h2_conn;
 pub mod h2_frame;
+pub mod h2_server;
 pub mod headers;
 pub mod hpack;
 mod hpack_huffman;

@@ -41,9 +41,6 @@ pub struct ConnInfo {
     /// `--drain-time-s`: how long a draining connection may take to finish
     /// before it is closed.
     pub drain_time: std::time::Duration,
-    /// Signalled when an HTTP/2 connection has carried
-    /// `max_requests_per_connection` requests: it then drains (GOAWAY).
-    pub max_requests_reached: tokio::sync::Notify,
 }
 
 /// A finished response and the record to log when its body ends.
@@ -200,10 +197,11 @@ fn complete(hcm: &Hcm, listener: &Listener, info: &StreamInfo) {
     }
 }
 
-/// Answers a request the HTTP/1.1 codec refused (malformed, too large,
-/// unsupported framing, too slow): Envoy's local reply with the `DPE` flag
-/// (none for a header timeout) and `details`, logged like any request.
-/// `head` is what was parsed of the request, if anything.
+/// Answers a request a codec refused (malformed, too large, unsupported
+/// framing, too slow): Envoy's local reply with the `DPE` flag (none for a
+/// header timeout) and `details`, logged like any request. `head` is what
+/// was parsed of the request, if anything; its version says which codec
+/// (HTTP/1.1 replies also close the connection).
 pub fn reject(
     conn: &Arc<ConnInfo>,
     head: Option<&http::request::Parts>,
@@ -241,14 +239,21 @@ pub fn reject(
         ),
     });
     info.connection_id = conn.connection_id;
+    let http1 = head.is_none_or(|h| h.version != Version::HTTP_2);
     hcm.stats.downstream_rq_total.inc();
     hcm.stats.downstream_rq_active.inc();
-    hcm.stats.downstream_rq_http1_total.inc();
+    if http1 {
+        hcm.stats.downstream_rq_http1_total.inc();
+    } else {
+        hcm.stats.downstream_rq_http2_total.inc();
+    }
     let outcome = local(&mut info, status, body, flag, details);
-    let mut response = finish(conn, &hcm, outcome, info, true);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut response = finish(conn, &hcm, outcome, info, http1);
+    if http1 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -269,15 +274,13 @@ fn finish(
     finish_response_headers(hcm, &mut response, &info);
     if hcm.max_requests_per_connection.is_some_and(|max| nth == max) {
         // The last request this connection may carry. HTTP/1: the codec
-        // closes it after this response. HTTP/2: the connection task sends
-        // GOAWAY and lets the streams already open finish.
+        // closes it after this response. HTTP/2: the codec sent GOAWAY
+        // when the stream opened, and the streams already open finish.
         hcm.stats.downstream_cx_max_requests_reached.inc();
         if http1 {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        } else {
-            conn.max_requests_reached.notify_one();
         }
     }
     info.response_code = response.status().as_u16();

@@ -16,6 +16,9 @@ use crate::proto::envoy::extensions::filters::network::http_connection_manager::
 use super::route_table::RouteTable;
 
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// HCM `drain_timeout`'s default: between HTTP/2's shutdown notice and
+/// its final GOAWAY.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
@@ -71,6 +74,10 @@ pub struct Hcm {
     pub accept_http_10: bool,
     pub default_host_for_http_10: String,
     pub stream_idle_timeout: Option<Duration>,
+    /// `drain_timeout`: how long HTTP/2 streams may still open after the
+    /// shutdown notice (the final GOAWAY comes sooner when the client's
+    /// PING answer shows it has seen the notice).
+    pub drain_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub request_headers_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
@@ -80,6 +87,11 @@ pub struct Hcm {
     /// `http2_protocol_options.max_concurrent_streams` for downstream HTTP/2
     /// (Envoy's default 2^31-1; hyper's own would be 200).
     pub h2_max_concurrent_streams: u32,
+    /// `http2_protocol_options.initial_stream_window_size` and
+    /// `initial_connection_window_size` (legate's defaults are smaller
+    /// than Envoy's: see `h2_server::DEFAULT_STREAM_WINDOW`).
+    pub h2_initial_stream_window: u32,
+    pub h2_initial_connection_window: u32,
     pub strip_matching_host_port: bool,
     pub strip_any_host_port: bool,
     /// (upgrade type lower-cased, enabled)
@@ -241,6 +253,7 @@ impl Hcm {
                 .map(|o| o.default_host_for_http_10.clone())
                 .unwrap_or_default(),
             stream_idle_timeout: timeout(h.stream_idle_timeout.as_ref(), Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
+            drain_timeout: h.drain_timeout.as_ref().map_or(DEFAULT_DRAIN_TIMEOUT, duration),
             request_timeout: timeout(h.request_timeout.as_ref(), None),
             request_headers_timeout: timeout(h.request_headers_timeout.as_ref(), None),
             idle_timeout: timeout(
@@ -250,6 +263,18 @@ impl Hcm {
             max_request_headers_kb: h.max_request_headers_kb.unwrap_or(DEFAULT_MAX_REQUEST_HEADERS_KB),
             max_headers_count: common.max_headers_count.unwrap_or(DEFAULT_MAX_HEADERS_COUNT),
             max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
+            h2_initial_stream_window: h2_window(
+                h.http2_protocol_options
+                    .as_ref()
+                    .and_then(|o| o.initial_stream_window_size),
+                crate::http::h2_server::DEFAULT_STREAM_WINDOW,
+            ),
+            h2_initial_connection_window: h2_window(
+                h.http2_protocol_options
+                    .as_ref()
+                    .and_then(|o| o.initial_connection_window_size),
+                crate::http::h2_server::DEFAULT_CONNECTION_WINDOW,
+            ),
             h2_max_concurrent_streams: h
                 .http2_protocol_options
                 .as_ref()
@@ -328,4 +353,10 @@ fn internal_addresses(
         ranges.push((net, len as u8));
     }
     Ok(InternalAddresses::new(ranges))
+}
+
+/// An HTTP/2 window size from the config, within what the protocol allows
+/// (Envoy's documented range: 65,535 to 2^31-1).
+fn h2_window(configured: Option<u32>, default: u32) -> u32 {
+    configured.unwrap_or(default).clamp(65_535, (1 << 31) - 1)
 }

@@ -38,6 +38,9 @@ pub struct HttpStats {
     pub downstream_cx_max_requests_reached: Arc<Counter>,
     /// HTTP/1 requests the codec refused (malformed, too large…).
     pub downstream_cx_protocol_error: Arc<Counter>,
+    /// HTTP/2 connections closed because the client reset most of its
+    /// streams before their responses (Envoy's premature reset limit).
+    pub downstream_rq_too_many_premature_resets: Arc<Counter>,
     /// Connections closed by `common_http_protocol_options.idle_timeout`.
     pub downstream_cx_idle_timeout: Arc<Counter>,
     /// Requests whose head did not arrive within `request_headers_timeout`.
@@ -87,6 +90,7 @@ impl HttpStats {
             downstream_cx_max_requests_reached: c("downstream_cx_max_requests_reached"),
             downstream_cx_protocol_error: c("downstream_cx_protocol_error"),
             downstream_cx_idle_timeout: c("downstream_cx_idle_timeout"),
+            downstream_rq_too_many_premature_resets: c("downstream_rq_too_many_premature_resets"),
             downstream_rq_header_timeout: c("downstream_rq_header_timeout"),
             downstream_rq_rx_reset: c("downstream_rq_rx_reset"),
             downstream_rq_tx_reset: c("downstream_rq_tx_reset"),

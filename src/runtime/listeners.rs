@@ -277,7 +277,6 @@ impl AcceptLoop {
                 local,
                 connection_id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 drain_time: self.drain_time,
-                max_requests_reached: tokio::sync::Notify::new(),
             });
             self.active.fetch_add(1, Ordering::Relaxed);
             let active = self.active.clone();

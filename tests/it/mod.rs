@@ -3,6 +3,7 @@ pub mod config_load;
 pub mod conformance;
 pub mod dns;
 pub mod h1_codec;
+pub mod h2_codec;
 pub mod lb;
 pub mod proxy;
 pub mod stats;

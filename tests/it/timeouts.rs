@@ -18,7 +18,7 @@ use super::support::{front_bootstrap, origin, route, static_cluster, Legate};
 
 /// An origin that answers headers and "start" at once, then stalls for
 /// `stall` before sending "end".
-async fn stalling_origin(stall: Duration) -> SocketAddr {
+pub(super) async fn stalling_origin(stall: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

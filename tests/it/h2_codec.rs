@@ -283,6 +283,21 @@ fn pattern_ok(body: &[u8]) -> bool {
     body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8)
 }
 
+/// hyper's HTTP/2 client on a new connection to `addr`.
+async fn h2_client<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// A stat's value from the admin interface.
 async fn stat(legate: &Legate, name: &str) -> u64 {
     let admin = legate.admin.expect("admin");
@@ -443,11 +458,7 @@ async fn concurrent_large_responses_arrive_whole_on_one_connection() {
     let o = bytes_origin().await;
     let legate = Legate::start(&config(o, ""), &[]);
     let front = legate.addr("front");
-    let tcp = TcpStream::connect(front).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let sender = h2_client(front).await;
     let sizes = [
         1usize,
         16_384,
@@ -651,11 +662,7 @@ async fn concurrent_uploads_to_an_http2_cluster_keep_the_windows_open() {
     );
     let legate = Legate::start(&cfg, &[]);
     let front = legate.addr("front");
-    let tcp = TcpStream::connect(front).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
+    let sender = h2_client(front).await;
     let uploads = (0..8).map(|i| {
         let mut sender = sender.clone();
         async move {

@@ -2166,3 +2166,174 @@ mod tests {
         assert_eq!(conn.active(), 1);
     }
 }
+
+/// Random input, as a fuzzer would send it: frames of every kind with
+/// random flags, streams and payloads (some of them valid HPACK), and the
+/// driver's calls in between. Nothing may panic, and the windows stay
+/// within the protocol's bounds.
+#[cfg(test)]
+mod random_input {
+    use super::*;
+
+    /// A frame a client could send (valid most of the time) for a
+    /// conversation whose next new stream is `*next`; sometimes mutated.
+    fn random_frame(rng: &mut fastrand::Rng, next: &mut u32) -> Vec<u8> {
+        let open = if *next > 1 {
+            2 * rng.u32(0..*next / 2) + 1
+        } else {
+            1
+        };
+        let (kind, flags, stream, payload): (u8, u8, u32, Vec<u8>) = match rng.u8(0..10) {
+            0..=2 => {
+                let id = *next;
+                *next += 2;
+                let mut block = vec![0x82, 0x86, 0x84, 0x41, 1, b'a'];
+                if rng.bool() {
+                    block.extend([0x40, 1, b'x', 1, b'0' + rng.u8(0..10)]);
+                }
+                if rng.u8(0..4) == 0 {
+                    block.extend([0x0f, 0x0d, 2, b'1', b'0']); // content-length: 10
+                }
+                let end = if rng.bool() { flag::END_STREAM } else { 0 };
+                if rng.u8(0..4) == 0 {
+                    // Split with a CONTINUATION.
+                    let cut = rng.usize(0..=block.len());
+                    let mut out = Vec::new();
+                    frame::put_head(&mut out, cut, kind::HEADERS, end, id);
+                    out.extend_from_slice(&block[..cut]);
+                    frame::put_head(
+                        &mut out,
+                        block.len() - cut,
+                        kind::CONTINUATION,
+                        flag::END_HEADERS,
+                        id,
+                    );
+                    out.extend_from_slice(&block[cut..]);
+                    return out;
+                }
+                (kind::HEADERS, end | flag::END_HEADERS, id, block)
+            }
+            3 | 4 => {
+                let len = if rng.u8(0..10) == 0 {
+                    rng.usize(0..16_385)
+                } else {
+                    rng.usize(0..30)
+                };
+                let flags = if rng.u8(0..3) == 0 { flag::END_STREAM } else { 0 };
+                (kind::DATA, flags, open, vec![b'd'; len])
+            }
+            5 => (
+                kind::WINDOW_UPDATE,
+                0,
+                if rng.bool() { 0 } else { open },
+                rng.u32(1..70_000).to_be_bytes().to_vec(),
+            ),
+            6 => (kind::RST_STREAM, 0, open, Reason::CANCEL.0.to_be_bytes().to_vec()),
+            7 => {
+                let mut p = Vec::new();
+                let id = [
+                    setting::INITIAL_WINDOW_SIZE,
+                    setting::MAX_FRAME_SIZE,
+                    setting::HEADER_TABLE_SIZE,
+                ][rng.usize(0..3)];
+                p.extend_from_slice(&id.to_be_bytes());
+                p.extend_from_slice(&rng.u32(16_384..200_000).to_be_bytes());
+                (kind::SETTINGS, 0, 0, p)
+            }
+            8 => (kind::PING, 0, 0, vec![7; 8]),
+            _ => (kind::PRIORITY, 0, open + 2, vec![0, 0, 0, 0, 16]),
+        };
+        let mut out = Vec::new();
+        frame::put_head(&mut out, payload.len(), kind, flags, stream);
+        out.extend_from_slice(&payload);
+        // Now and then, a mutation: any byte, a length, or a cut.
+        match rng.u8(0..12) {
+            0 => {
+                let at = rng.usize(0..out.len());
+                out[at] = rng.u8(..);
+            }
+            1 => out[2] = rng.u8(..),
+            2 => out.truncate(rng.usize(0..=out.len())),
+            _ => {}
+        }
+        out
+    }
+
+    #[test]
+    fn random_frames_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x1e9a7e);
+        for _ in 0..3_000 {
+            let mut conn: Conn<u32> = Conn::new(Config {
+                max_concurrent_streams: rng.u32(1..4),
+                initial_stream_window: rng.u32(65_535..200_000),
+                initial_connection_window: rng.u32(65_535..200_000),
+                max_header_bytes: rng.usize(10..2000),
+                max_headers_count: rng.usize(1..20),
+            });
+            let mut input = frame::PREFACE.to_vec();
+            if rng.bool() {
+                frame::put_settings(&mut input, &[]);
+            }
+            let mut next = 1;
+            for _ in 0..rng.usize(1..40) {
+                input.extend(random_frame(&mut rng, &mut next));
+            }
+            let mut buf = BytesMut::new();
+            let mut keys = Vec::new();
+            // Fed in random pieces, with the driver acting in between.
+            let mut at = 0;
+            while at < input.len() {
+                let n = rng.usize(1..=input.len() - at);
+                buf.extend_from_slice(&input[at..at + n]);
+                at += n;
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(Some(Event::Request { key, .. })) => keys.push(key),
+                        Ok(Some(Event::Data { key, data, .. })) => conn.release(key, data.len() as u32),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            at = input.len();
+                            break;
+                        }
+                    }
+                }
+                if let Some(&key) = keys.get(rng.usize(0..keys.len().max(1))) {
+                    match rng.u8(0..4) {
+                        0 => conn.send_headers(key, rng.bool(), |enc, out| enc.status(out, 200)),
+                        1 => {
+                            let mut data = Bytes::from(vec![0; rng.usize(0..40_000)]);
+                            conn.send_data(key, &mut data, rng.bool());
+                        }
+                        2 => {
+                            conn.finish(key);
+                        }
+                        _ => {
+                            conn.reset(key, Reason::CANCEL);
+                        }
+                    }
+                }
+                let mut writable = Vec::new();
+                conn.take_writable(&mut writable);
+            }
+            assert!(conn.send_window <= i64::from(frame::MAX_WINDOW));
+            assert!(conn.recv_window >= 0);
+            let out_len = conn.out.len();
+            conn.out.advance(out_len);
+            assert!(conn.out.is_empty());
+        }
+    }
+
+    #[test]
+    fn random_header_blocks_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x4ac);
+        let mut decoder = hpack::Decoder::new(4096);
+        for _ in 0..50_000 {
+            let block: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+            if decoder.decode(&block, |_| Ok(())).is_err() {
+                // A broken block ends a connection: a new decoder.
+                decoder = hpack::Decoder::new(4096);
+            }
+        }
+    }
+}

@@ -427,7 +427,7 @@ impl<T: Default> Conn<T> {
                     return fail(Reason::PROTOCOL_ERROR, "a header block interrupted");
                 }
             }
-            self.count_empty(&head)?;
+            self.count_empty(&head, &buf[frame::HEADER_LEN..frame::HEADER_LEN + head.len])?;
             if head.kind == kind::DATA {
                 // Large DATA keeps its bytes: split off, not copied.
                 let payload = if head.len >= SLICE_MIN {
@@ -457,12 +457,22 @@ impl<T: Default> Conn<T> {
     }
 
     /// Empty DATA, HEADERS or CONTINUATION frames without END_STREAM, in a
-    /// row: more than `MAX_EMPTY_FRAMES` ends the connection.
-    fn count_empty(&mut self, head: &Head) -> Result<(), ConnError> {
+    /// row: more than `MAX_EMPTY_FRAMES` ends the connection. A frame of
+    /// padding alone is empty too (Envoy counts the payload less padding).
+    fn count_empty(&mut self, head: &Head, payload: &[u8]) -> Result<(), ConnError> {
         if !matches!(head.kind, kind::DATA | kind::HEADERS | kind::CONTINUATION) {
             return Ok(());
         }
-        if head.len > 0 || head.has(flag::END_STREAM) {
+        // A HEADERS frame's priority fields are not content either. A
+        // malformed pad length counts as content: the frame's own handler
+        // reports it.
+        let priority = if head.kind == kind::HEADERS && head.has(flag::PRIORITY) {
+            5
+        } else {
+            0
+        };
+        let content = frame::unpad(head, payload).is_none_or(|r| r.len() > priority);
+        if content || head.has(flag::END_STREAM) {
             self.empty_frames = 0;
             return Ok(());
         }
@@ -521,8 +531,12 @@ impl<T: Default> Conn<T> {
                 return fail(Reason::PROTOCOL_ERROR, "DATA on an idle stream");
             }
             // A closed stream: its bytes are dropped, the window given back.
+            // A stream above the GOAWAY's last one was never processed:
+            // its frames are ignored (RFC 9113 §6.8).
             self.release_connection(len as u32);
-            if !self.recent_resets.contains(&head.stream) {
+            let ignored = self.recent_resets.contains(&head.stream)
+                || self.goaway.is_some_and(|last| head.stream > last);
+            if !ignored {
                 self.reset_unknown(head.stream, Reason::STREAM_CLOSED);
             }
             return Ok(None);
@@ -1194,7 +1208,7 @@ impl HeadBuilder {
                 if connection_specific(&name) {
                     return Err(DecodeError::Malformed("connection-specific field"));
                 }
-                if name == header::TE && value.as_bytes() != b"trailers" {
+                if name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers") {
                     return Err(DecodeError::Malformed("te other than trailers"));
                 }
                 if name == header::CONTENT_LENGTH {
@@ -1468,6 +1482,16 @@ mod tests {
                     headers(1, 0, &get_block()),
                     frame(kind::DATA, 0, 1, b""),
                     frame(kind::DATA, 0, 1, b""),
+                ]
+                .concat(),
+                Reason::ENHANCE_YOUR_CALM,
+            ),
+            (
+                "two DATA frames of padding alone in a row",
+                [
+                    headers(1, 0, &get_block()),
+                    frame(kind::DATA, flag::PADDED, 1, &[3, 0, 0, 0]),
+                    frame(kind::DATA, flag::PADDED, 1, &[0]),
                 ]
                 .concat(),
                 Reason::ENHANCE_YOUR_CALM,
@@ -1834,6 +1858,17 @@ mod tests {
     }
 
     #[test]
+    fn te_trailers_is_accepted_in_any_case() {
+        for value in ["trailers", "Trailers", "TRAILERS"] {
+            let mut conn = open(cfg());
+            let block = [get_block(), lit("te", value)].concat();
+            let events = feed(&mut conn, &headers(1, flag::END_STREAM, &block))
+                .unwrap_or_else(|e| panic!("te: {value}: {}", e.detail));
+            assert_eq!(request(&events).0.headers["te"], value);
+        }
+    }
+
+    #[test]
     fn header_lists_over_the_limits_are_marked_too_large() {
         let limits = Config {
             max_header_bytes: 100,
@@ -2164,6 +2199,10 @@ mod tests {
         let events = feed(&mut conn, &headers(3, flag::END_STREAM, &get_block())).unwrap();
         assert!(events.is_empty());
         assert_eq!(conn.active(), 1);
+        // The ignored stream's body is ignored too, not reset.
+        let input = [headers(5, 0, &get_block()), frame(kind::DATA, 0, 5, b"abc")].concat();
+        assert!(feed(&mut conn, &input).unwrap().is_empty());
+        assert!(sent(&mut conn).iter().all(|(h, _)| h.kind != kind::RST_STREAM));
     }
 }
 

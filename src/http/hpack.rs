@@ -58,9 +58,17 @@ pub enum Field {
 impl Field {
     /// The size the dynamic table and header list limits count (§4.1).
     pub fn size(&self) -> usize {
-        32 + match self {
-            Field::Pseudo(p, v) => p.name().len() + v.len(),
-            Field::Header(n, v) => n.as_str().len() + v.len(),
+        32 + self.name_len()
+            + match self {
+                Field::Pseudo(_, v) => v.len(),
+                Field::Header(_, v) => v.len(),
+            }
+    }
+
+    fn name_len(&self) -> usize {
+        match self {
+            Field::Pseudo(p, _) => p.name().len(),
+            Field::Header(n, _) => n.as_str().len(),
         }
     }
 
@@ -158,7 +166,9 @@ static STATIC_TABLE: [Field; 61] = {
 /// The decoder's half of a connection's HPACK state.
 pub struct Decoder {
     /// Newest first: index 62 is `table[0]`.
-    table: VecDeque<Field>,
+    /// Newest first, each with its size as the encoder counts it: from
+    /// the value as sent, before legate trimmed its whitespace.
+    table: VecDeque<(Field, usize)>,
     size: usize,
     /// The table's current limit (set by the encoder's size updates).
     max_size: usize,
@@ -198,8 +208,8 @@ impl Decoder {
                 emit(self.get(index)?.clone())?;
             } else if b & 0x40 != 0 {
                 // Literal with incremental indexing (§6.2.1).
-                let field = self.literal(block, &mut at, 6)?;
-                self.insert(field.clone());
+                let (field, size) = self.literal(block, &mut at, 6)?;
+                self.insert(field.clone(), size);
                 emit(field)?;
             } else if b & 0x20 != 0 {
                 // Dynamic table size update (§6.3): only before the first
@@ -217,7 +227,7 @@ impl Decoder {
             } else {
                 // Literal without indexing (0000) or never indexed (0001)
                 // (§6.2.2, §6.2.3): the same to a decoder.
-                let field = self.literal(block, &mut at, 4)?;
+                let (field, _) = self.literal(block, &mut at, 4)?;
                 emit(field)?;
             }
             fields += 1;
@@ -232,28 +242,31 @@ impl Decoder {
             _ => self
                 .table
                 .get(index - 62)
+                .map(|(f, _)| f)
                 .ok_or(DecodeError::Compression("index beyond the dynamic table")),
         }
     }
 
-    /// A literal field whose first octet has a `prefix`-bit name index.
-    fn literal(&self, block: &[u8], at: &mut usize, prefix: u8) -> Result<Field, DecodeError> {
+    /// A literal field whose first octet has a `prefix`-bit name index,
+    /// and its size in the dynamic table (§4.1).
+    fn literal(&self, block: &[u8], at: &mut usize, prefix: u8) -> Result<(Field, usize), DecodeError> {
         let index = integer(block, at, prefix)?;
         if index == 0 {
             let name = string(block, at)?;
             let value = string(block, at)?;
-            field(&name, value)
+            let size = 32 + name.len() + value.len();
+            Ok((field(&name, value)?, size))
         } else {
             // Resolve the name before reading on: the index is checked
             // whatever the value.
             let named = self.get(index)?;
             let value = string(block, at)?;
-            named.with_value(value)
+            let size = 32 + named.name_len() + value.len();
+            Ok((named.with_value(value)?, size))
         }
     }
 
-    fn insert(&mut self, field: Field) {
-        let size = field.size();
+    fn insert(&mut self, field: Field, size: usize) {
         if size > self.max_size {
             // Larger than the whole table: it empties the table (§4.4).
             self.table.clear();
@@ -262,14 +275,14 @@ impl Decoder {
         }
         self.evict(size);
         self.size += size;
-        self.table.push_front(field);
+        self.table.push_front((field, size));
     }
 
     /// Evicts the oldest entries until `room` more fits.
     fn evict(&mut self, room: usize) {
         while self.size + room > self.max_size {
             match self.table.pop_back() {
-                Some(f) => self.size -= f.size(),
+                Some((_, size)) => self.size -= size,
                 None => break,
             }
         }
@@ -277,7 +290,7 @@ impl Decoder {
 
     #[cfg(test)]
     fn entries(&self) -> Vec<(String, String)> {
-        self.table.iter().map(text).collect()
+        self.table.iter().map(|(f, _)| text(f)).collect()
     }
 }
 
@@ -734,6 +747,17 @@ mod tests {
         .unwrap();
         assert_eq!(got, pairs(&[("a", "b"), ("c", "d"), ("e", "")]));
         assert_eq!(d.entries(), pairs(&[("c", "d")]), "indexed trimmed");
+    }
+
+    /// An entry takes the room of the value as sent (§4.1), whitespace
+    /// and all, so legate evicts exactly when the client's encoder does.
+    #[test]
+    fn an_entry_is_counted_as_sent_before_trimming() {
+        let mut d = Decoder::new(4096);
+        // Table of 69 bytes; a: " b " takes 36 (34 trimmed), c: d 34.
+        decode(&mut d, &hex("3f 26 40 01 61 03 20 62 20 40 01 63 01 64")).unwrap();
+        assert_eq!(d.entries(), pairs(&[("c", "d")]), "a evicted");
+        assert_eq!(d.size, 34);
     }
 
     #[test]

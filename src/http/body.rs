@@ -333,12 +333,7 @@ impl ResponseBody {
     /// timeout passes mid-stream: a reset after it started, the record
     /// keeping the status sent and getting `flag` and the timeout's
     /// `%RESPONSE_CODE_DETAILS%`; neither timer runs any more.
-    fn cut_off(
-        &mut self,
-        flag: ResponseFlags,
-        details: &'static str,
-        error: BodyError,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn cut_off(&mut self, flag: ResponseFlags, details: &'static str, error: BodyError) -> Poll<BodyError> {
         if let Some(info) = self.info.as_mut() {
             info.response_flags.insert(flag);
             info.response_code_details = Some(details.into());
@@ -347,7 +342,7 @@ impl ResponseBody {
         self.idle = None;
         self.deadline = None;
         self.complete();
-        Poll::Ready(Some(Err(error)))
+        Poll::Ready(error)
     }
 
     /// The origin's response fields when they were kept as they came: the
@@ -357,6 +352,39 @@ impl ResponseBody {
             Inner::H1(body) => body.raw_head(),
             _ => None,
         }
+    }
+
+    /// The response's timers: the stream idle timeout and the route
+    /// timeout. `poll_frame` runs them while the upstream sends nothing;
+    /// a codec runs them itself while the client takes nothing (its window
+    /// or socket is full, so the body is not read), as Envoy's timers run
+    /// on then too: a client that stops reading cannot hold the stream and
+    /// its upstream connection forever. Ready with the error the body ends
+    /// with (its record complete, as when `poll_frame` returns the error).
+    pub fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<BodyError> {
+        if let Some(idle) = self.idle.as_mut() {
+            let after = idle.after;
+            if poll_timer(&mut idle.sleep, || tokio::time::sleep(after), cx) {
+                return self.cut_off(
+                    ResponseFlags::STREAM_IDLE_TIMEOUT,
+                    "stream_idle_timeout",
+                    Box::new(IdleTimeout),
+                );
+            }
+        }
+        if let Some(deadline) = self.deadline.as_mut() {
+            let at = deadline.at;
+            if poll_timer(&mut deadline.sleep, || tokio::time::sleep_until(at), cx) {
+                deadline.cluster.stats.upstream_rq_timeout.inc();
+                deadline.host.stats.rq_timeout.inc();
+                return self.cut_off(
+                    ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                    "upstream_response_timeout",
+                    Box::new(RouteTimeout),
+                );
+            }
+        }
+        Poll::Pending
     }
 
     fn complete(&mut self) {
@@ -406,27 +434,8 @@ impl Body for ResponseBody {
                 this.complete();
             }
             Poll::Pending => {
-                if let Some(idle) = this.idle.as_mut() {
-                    let after = idle.after;
-                    if poll_timer(&mut idle.sleep, || tokio::time::sleep(after), cx) {
-                        return this.cut_off(
-                            ResponseFlags::STREAM_IDLE_TIMEOUT,
-                            "stream_idle_timeout",
-                            Box::new(IdleTimeout),
-                        );
-                    }
-                }
-                if let Some(deadline) = this.deadline.as_mut() {
-                    let at = deadline.at;
-                    if poll_timer(&mut deadline.sleep, || tokio::time::sleep_until(at), cx) {
-                        deadline.cluster.stats.upstream_rq_timeout.inc();
-                        deadline.host.stats.rq_timeout.inc();
-                        return this.cut_off(
-                            ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                            "upstream_response_timeout",
-                            Box::new(RouteTimeout),
-                        );
-                    }
+                if let Poll::Ready(e) = this.poll_timers(cx) {
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
         }

@@ -826,7 +826,17 @@ impl Connection {
                 Poll::Ready(Ok(())) if body_pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // The client takes nothing now: the response's timers
+                    // run on (see `ResponseBody::poll_timers`).
+                    if !body_done {
+                        if let Poll::Ready(e) = body.poll_timers(cx) {
+                            tracing::debug!("response body failed while the client took none of it: {e}");
+                            return Poll::Ready(Err(()));
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -233,6 +233,8 @@ struct Work {
     state: State,
     feed: Option<SharedFeed>,
     head_request: bool,
+    /// When the request arrived (to tell a premature reset).
+    opened: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -289,17 +291,35 @@ struct Driver {
     idle_entry: IdleEntry,
     last_active: Instant,
     requests: u32,
-    /// Streams the client reset before their response started.
+    /// The clock read for the streams opened by one read of the socket.
+    read_at: Option<Instant>,
+    /// Streams ended, and of them those reset (by either side) early and
+    /// before their response started.
+    closed: u32,
     premature_resets: u32,
     peer_gone_away: bool,
     failed: bool,
 }
 
-/// Envoy's premature reset limit (`overload.premature_reset_total_stream_count`,
-/// 500): once a connection has opened this many streams, a client that
-/// reset at least half of them before their responses is closed (the
-/// "rapid reset" attack, CVE-2023-44487).
-const PREMATURE_RESET_MIN_STREAMS: u32 = 500;
+/// Envoy's premature reset limit (runtime `overload.premature_reset_total_stream_count`,
+/// 500) against the "rapid reset" attack (CVE-2023-44487): a connection
+/// whose streams were reset prematurely half as many times as this, or,
+/// once this many have ended, for half of those that ended, is closed.
+const PREMATURE_RESET_TOTAL_STREAMS: u32 = 500;
+
+/// A stream reset no later than this (in whole seconds, as Envoy compares
+/// them: runtime `overload.premature_reset_min_stream_lifetime_seconds`)
+/// and before its response started is premature. The reset may be the
+/// client's or legate's (a stream error the client provoked).
+const PREMATURE_RESET_MAX_LIFETIME_SECS: u64 = 1;
+
+/// Envoy's `maybeDrainDueToPrematureResets` rule: `closed` streams ended on
+/// the connection, `premature` of them reset prematurely.
+fn too_many_premature_resets(closed: u32, premature: u32) -> bool {
+    let (closed, premature) = (u64::from(closed), u64::from(premature));
+    let total = u64::from(PREMATURE_RESET_TOTAL_STREAMS);
+    premature * 2 >= if closed < total { total } else { closed }
+}
 
 impl Driver {
     fn new(io: TcpStream, preread: Bytes, info: Arc<ConnInfo>, drain: watch::Receiver<bool>) -> Driver {
@@ -331,6 +351,8 @@ impl Driver {
             idle_entry: IdleEntry::default(),
             last_active: Instant::now(),
             requests: 0,
+            read_at: None,
+            closed: 0,
             premature_resets: 0,
             peer_gone_away: false,
             failed: false,
@@ -399,6 +421,7 @@ impl Driver {
     }
 
     fn read_frames(&mut self) {
+        self.read_at = None;
         loop {
             match self.h2.read(&mut self.read) {
                 Ok(Some(event)) => {
@@ -477,23 +500,27 @@ impl Driver {
                     reason.name(),
                     if by_peer { ", by the client" } else { "" }
                 );
-                if by_peer && matches!(user.state, State::Handling(_)) {
+                let unanswered = matches!(user.state, State::Idle | State::Handling(_));
+                let early = user
+                    .opened
+                    .is_some_and(|t| t.elapsed().as_secs() <= PREMATURE_RESET_MAX_LIFETIME_SECS);
+                drop(user);
+                self.stream_ended();
+                if unanswered && early {
                     self.premature_resets += 1;
                     self.check_premature_resets();
                 }
-                drop(user);
-                self.stream_ended();
             }
             Event::GoAway => self.peer_gone_away = true,
         }
     }
 
     fn check_premature_resets(&mut self) {
-        if self.requests >= PREMATURE_RESET_MIN_STREAMS && self.premature_resets * 2 >= self.requests {
+        if !self.failed && too_many_premature_resets(self.closed, self.premature_resets) {
             tracing::debug!(
-                "downstream HTTP/2 connection closed: the client reset {} of {} streams before their responses",
+                "downstream HTTP/2 connection closed: {} of its {} streams ended were reset before their responses",
                 self.premature_resets,
-                self.requests
+                self.closed
             );
             let stats = &self.info.listener.hcm.stats;
             stats.downstream_rq_too_many_premature_resets.inc();
@@ -526,6 +553,7 @@ impl Driver {
 
     fn start(&mut self, key: usize, head: h2_conn::RequestHead, end_stream: bool) {
         self.requests += 1;
+        let opened = *self.read_at.get_or_insert_with(Instant::now);
         let waker = self.waker(key);
         let feed = (!end_stream).then(|| {
             Arc::new(Mutex::new(Feed {
@@ -581,6 +609,7 @@ impl Driver {
                 state: State::Handling(handler),
                 feed,
                 head_request,
+                opened: Some(opened),
             };
         }
         self.ready.push(key);
@@ -606,23 +635,27 @@ impl Driver {
         while i < self.ready.len() {
             let key = self.ready[i];
             i += 1;
-            if self.h2.out.len() >= self.buffer_limit() {
-                self.deferred.push(key);
-                continue;
-            }
-            self.poll_stream(key);
+            let outbox_full = self.h2.out.len() >= self.buffer_limit();
+            self.poll_stream(key, outbox_full);
         }
         self.ready.clear();
     }
 
-    fn poll_stream(&mut self, key: usize) {
+    /// Moves a stream on, or with `outbox_full` only runs its timers (it
+    /// is polled again once the outbox is written).
+    fn poll_stream(&mut self, key: usize, outbox_full: bool) {
         if self.h2.user_mut(key).is_none() {
             return;
         }
         let waker = self.waker(key);
         let mut cx = Context::from_waker(&waker);
         let limit = self.buffer_limit();
-        let ended = match drive(&mut self.h2, key, limit, &mut cx) {
+        let driven = if outbox_full {
+            stalled(&mut self.h2, key, &mut cx, Driven::Full)
+        } else {
+            drive(&mut self.h2, key, limit, &mut cx)
+        };
+        let ended = match driven {
             Driven::Open => {
                 settle_feed(&mut self.h2, key);
                 false
@@ -647,6 +680,7 @@ impl Driver {
     }
 
     fn stream_ended(&mut self) {
+        self.closed = self.closed.saturating_add(1);
         if self.h2.active() == 0 {
             self.last_active = Instant::now();
         }
@@ -803,8 +837,9 @@ fn drive(h2: &mut Conn<Work>, key: usize, limit: usize, cx: &mut Context<'_>) ->
                         *pending = data;
                     }
                     if !sent {
-                        // Waits for window (the stream is listed writable then).
-                        return Driven::Open;
+                        // Waits for window (the stream is listed writable
+                        // then).
+                        return stalled(h2, key, cx, Driven::Open);
                     }
                     if end {
                         return Driven::Finished;
@@ -812,7 +847,7 @@ fn drive(h2: &mut Conn<Work>, key: usize, limit: usize, cx: &mut Context<'_>) ->
                     continue;
                 }
                 if queued >= limit {
-                    return Driven::Full;
+                    return stalled(h2, key, cx, Driven::Full);
                 }
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => return Driven::Open,
@@ -853,6 +888,19 @@ fn drive(h2: &mut Conn<Work>, key: usize, limit: usize, cx: &mut Context<'_>) ->
             }
         }
     }
+}
+
+/// A stream whose response waits for the client (for window, or for the
+/// outbox to be written): only its timers run meanwhile, and `waiting` is
+/// what it comes to unless one of them fired.
+fn stalled(h2: &mut Conn<Work>, key: usize, cx: &mut Context<'_>, waiting: Driven) -> Driven {
+    if let Some(State::Sending { body, .. }) = h2.user_mut(key).map(|w| &mut w.state) {
+        if let Poll::Ready(e) = body.poll_timers(cx) {
+            tracing::debug!("response body failed while the client took none of it: {e}");
+            return Driven::Failed(Reason::INTERNAL_ERROR);
+        }
+    }
+    waiting
 }
 
 /// Gives the client back the window of the body bytes the upstream took,
@@ -911,6 +959,37 @@ fn response_head(
                 &CONTENT_LENGTH,
                 super::h1_server::itoa(n, &mut [0u8; 20]),
                 false,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn premature_resets_close_the_connection_as_envoy_decides() {
+        // (streams ended, of them reset prematurely, closed?)
+        let cases = [
+            (0, 0, false),
+            (249, 249, false),
+            // Before 500 streams have ended: 250 premature resets suffice.
+            (250, 250, true),
+            (400, 250, true),
+            (499, 249, false),
+            // From 500 on: half of those ended.
+            (500, 249, false),
+            (500, 250, true),
+            (1000, 499, false),
+            (1000, 500, true),
+            (u32::MAX, u32::MAX / 2 + 1, true),
+        ];
+        for (closed, premature, cut) in cases {
+            assert_eq!(
+                too_many_premature_resets(closed, premature),
+                cut,
+                "{premature} of {closed}"
             );
         }
     }

@@ -949,6 +949,19 @@ async fn forward(
         }
     };
     drop(in_flight);
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
+        // A switch the request did not ask for: the client could not follow
+        // it (HTTP/2 has no 101 at all, RFC 9113 §8.6). A 502, as the HTTP
+        // WG advised Envoy (envoy#29071); the upstream connection is not
+        // reused (the HTTP/1.1 pool never keeps one after a 101).
+        drop((response, upstream_lease));
+        let body = connect_failure_body("protocol error", None);
+        let details = "upstream_reset_before_response_started{protocol_error}";
+        let flag = Some(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
+        let mut o = local(info, StatusCode::BAD_GATEWAY, &body, flag, details);
+        o.received = Some(received);
+        return o;
+    }
     info.first_upstream_response_byte = Some(answered_at - info.start);
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;

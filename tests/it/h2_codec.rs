@@ -707,3 +707,142 @@ async fn a_client_resetting_most_streams_early_is_cut_off() {
         1
     );
 }
+
+/// The same attack with the resets sent by legate: each stream gets a
+/// stream error (WINDOW_UPDATE of 0) right after its request. Those count
+/// too, as in Envoy, and 250 of them close the connection before 500
+/// streams have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_provoking_stream_errors_is_cut_off_like_one_resetting() {
+    let o = origin::start("o").await;
+    let legate = Legate::start(&config(o, ""), &[]);
+    let mut c = Raw::connect(legate.addr("front"), &[]).await;
+    let mut wire = Vec::new();
+    for i in 0..300u32 {
+        let id = 2 * i + 1;
+        wire.extend(headers(id, flag::END_STREAM, &get_block("/?sleep_ms=2000")));
+        wire.extend(frame(kind::WINDOW_UPDATE, 0, id, &0u32.to_be_bytes()));
+    }
+    c.send(&wire).await;
+    let mut resets = 0;
+    let mut goaway = None;
+    while let Some((head, payload)) = c.next().await {
+        match head.kind {
+            kind::RST_STREAM => resets += 1,
+            kind::GOAWAY => goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap())),
+            _ => {}
+        }
+    }
+    assert_eq!(goaway, Some(Reason::ENHANCE_YOUR_CALM.0));
+    assert_eq!(resets, 250, "the 250th premature reset ends the connection");
+    assert_eq!(
+        stat(
+            &legate,
+            "http.ingress_http.downstream_rq_too_many_premature_resets"
+        )
+        .await,
+        1
+    );
+}
+
+/// A client that stops opening its window: the response waits, and the
+/// stream idle timeout still ends the stream (a reset, logged `SI`), as
+/// Envoy's does, instead of holding it and its upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_opens_no_window_is_cut_off_by_the_stream_idle_timeout() {
+    let o = bytes_origin().await;
+    let dir = super::support::Dir::new();
+    let log = dir.write("access.log", "");
+    let hcm = format!(
+        "          stream_idle_timeout: 0.5s\n{}",
+        super::timeouts::details_log(&log)
+    );
+    let legate = Legate::start(&config(o, &hcm), &[]);
+    let mut c = Raw::connect(legate.addr("front"), &[(setting::INITIAL_WINDOW_SIZE, 1000)]).await;
+    c.send(&headers(1, flag::END_STREAM, &get_block("/bytes/100000")))
+        .await;
+    assert_eq!(c.response(1).await.0, 200);
+    let (head, payload) = c.next_of(kind::RST_STREAM).await;
+    assert_eq!(head.stream, 1);
+    assert_eq!(payload, Reason::INTERNAL_ERROR.0.to_be_bytes());
+    assert_eq!(
+        stat(&legate, "http.ingress_http.downstream_rq_idle_timeout").await,
+        1
+    );
+    assert_eq!(
+        super::timeouts::logged_at_exit(legate, &log).await,
+        "200 SI stream_idle_timeout\n"
+    );
+}
+
+/// An origin answering a plain request with `101 Switching Protocols`: the
+/// client, which asked for no upgrade (and over HTTP/2 could not have),
+/// gets a 502 UPE, not a 101 (an HTTP/2 HEADERS frame with :status 101
+/// would be malformed, RFC 9113 §8.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_for_101_from_the_origin_is_a_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let o = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.read(&mut b).await;
+            });
+        }
+    });
+    let legate = Legate::start(&config(o, ""), &[]);
+    let front = legate.addr("front");
+    let r = get(front, "/", &[]).await;
+    assert_eq!(r.status, 502, "HTTP/1.1: {}", r.body);
+    assert_eq!(
+        r.body,
+        "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+    );
+    let mut sender = h2_client::<http_body_util::Empty<Bytes>>(front).await;
+    let req = Request::get(format!("http://{front}/"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(STEP, sender.send_request(req))
+        .await
+        .expect("an answer in time")
+        .expect("a response, not a stream error");
+    assert_eq!(resp.status(), 502, "HTTP/2");
+}
+
+/// A client with open windows that stops reading its socket: legate's
+/// outbox fills, the stream waits on it, and its idle timeout still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off_by_the_stream_idle_timeout() {
+    let o = super::timeouts::big_body_origin().await;
+    let legate = Legate::start(&config(o, "          stream_idle_timeout: 0.5s\n"), &[]);
+    let mut c = Raw::connect(
+        legate.addr("front"),
+        &[(setting::INITIAL_WINDOW_SIZE, 0x7fff_ffff)],
+    )
+    .await;
+    let mut wire = frame(kind::WINDOW_UPDATE, 0, 0, &0x7fff_0000u32.to_be_bytes());
+    wire.extend(headers(1, flag::END_STREAM, &get_block("/")));
+    c.send(&wire).await;
+    let mut timed_out = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        timed_out = stat(&legate, "http.ingress_http.downstream_rq_idle_timeout").await;
+        if timed_out == 1 {
+            break;
+        }
+    }
+    assert_eq!(timed_out, 1, "the stalled response was not timed out within 5 s");
+}

@@ -49,6 +49,30 @@ pub(super) async fn stalling_origin(stall: Duration) -> SocketAddr {
     addr
 }
 
+/// An origin that answers any request with 64 MiB in 64 KiB chunks, at
+/// once: more than loopback's socket buffers and a listener's 1 MiB hold.
+pub(super) async fn big_body_origin() -> SocketAddr {
+    static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let chunks = futures_util::stream::iter(
+                        (0..1024).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK)))),
+                    );
+                    Ok::<_, Infallible>(hyper::Response::new(StreamBody::new(chunks)))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A GET through `front` to `stalling_origin` gets the 200 and "start",
 /// then the connection ends, long before the origin's 5 s stall would.
 async fn assert_cut_off_after_start(front: SocketAddr) {
@@ -75,7 +99,7 @@ async fn first_answer(s: &mut tokio::net::TcpStream) -> String {
 const ADMIN: &str = "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 0}}\n";
 
 /// HCM lines: an access log at `path` with the status, flags and details.
-fn details_log(path: &std::path::Path) -> String {
+pub(super) fn details_log(path: &std::path::Path) -> String {
     format!(
         "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{text_format_source: {{inline_string: \"%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\\n\"}}}}\n",
         path.display()
@@ -83,7 +107,7 @@ fn details_log(path: &std::path::Path) -> String {
 }
 
 /// What `legate` logged, once it has exited (logs are flushed at exit).
-async fn logged_at_exit(mut legate: Legate, path: &std::path::Path) -> String {
+pub(super) async fn logged_at_exit(mut legate: Legate, path: &std::path::Path) -> String {
     let _ = tokio::task::spawn_blocking(move || legate.terminate()).await;
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -132,6 +156,39 @@ async fn idle_after_the_response_started_resets_the_stream() {
         Some(0)
     );
     // The status sent, and why it was cut off, as Envoy logs a reset.
+    assert_eq!(logged_at_exit(legate, &log).await, "200 SI stream_idle_timeout\n");
+}
+
+/// A client that asks for a large body and reads none of it: once the
+/// socket and the connection's buffer are full, nothing moves, and the
+/// stream idle timeout ends the stream (logged `SI`) instead of holding it
+/// and its upstream connection for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_cut_off_by_the_stream_idle_timeout() {
+    let o = big_body_origin().await;
+    let dir = super::support::Dir::new();
+    let log = dir.write("access.log", "");
+    let hcm = format!("          stream_idle_timeout: 0.5s\n{}", details_log(&log));
+    let legate = Legate::start(&(config(o, "", &hcm) + ADMIN), &[]);
+    let mut s = tokio::net::TcpStream::connect(legate.addr("front"))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let admin = legate.admin.expect("admin address");
+    let mut timed_out = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        timed_out = super::xds::stat(admin, "http.ingress_http.downstream_rq_idle_timeout").await;
+        if timed_out == Some(1) {
+            break;
+        }
+    }
+    assert_eq!(
+        timed_out,
+        Some(1),
+        "the stalled response was not timed out within 5 s"
+    );
+    drop(s);
     assert_eq!(logged_at_exit(legate, &log).await, "200 SI stream_idle_timeout\n");
 }
 

@@ -681,39 +681,10 @@ async fn concurrent_uploads_to_an_http2_cluster_keep_the_windows_open() {
         .expect("8 uploads of 200 KB through 64 KiB windows within 20 s");
 }
 
-/// The "rapid reset" attack (CVE-2023-44487): streams opened and reset at
-/// once. After 500 streams, mostly reset before their responses, legate
-/// closes the connection (Envoy's premature reset limit).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_resetting_most_streams_early_is_cut_off() {
-    let o = origin::start("o").await;
-    let legate = Legate::start(&config(o, ""), &[]);
-    let mut c = Raw::connect(legate.addr("front"), &[]).await;
-    let mut wire = Vec::new();
-    for i in 0..600u32 {
-        let id = 2 * i + 1;
-        wire.extend(headers(id, flag::END_STREAM, &get_block("/?sleep_ms=2000")));
-        wire.extend(frame(kind::RST_STREAM, 0, id, &Reason::CANCEL.0.to_be_bytes()));
-    }
-    c.send(&wire).await;
-    let (_, code) = c.goaway_then_close().await;
-    assert_eq!(code, Reason::ENHANCE_YOUR_CALM.0);
-    assert_eq!(
-        stat(
-            &legate,
-            "http.ingress_http.downstream_rq_too_many_premature_resets"
-        )
-        .await,
-        1
-    );
-}
-
-/// The same attack with the resets sent by legate: each stream gets a
-/// stream error (WINDOW_UPDATE of 0) right after its request. Those count
-/// too, as in Envoy, and 250 of them close the connection before 500
-/// streams have ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_provoking_stream_errors_is_cut_off_like_one_resetting() {
+/// The "rapid reset" attack (CVE-2023-44487): 300 streams opened, each
+/// followed at once by `then(id)`. Returns the RST_STREAMs legate sent, the
+/// GOAWAY's error code and `downstream_rq_too_many_premature_resets`.
+async fn rapid_reset(then: fn(u32) -> Vec<u8>) -> (u32, Option<u32>, u64) {
     let o = origin::start("o").await;
     let legate = Legate::start(&config(o, ""), &[]);
     let mut c = Raw::connect(legate.addr("front"), &[]).await;
@@ -721,11 +692,10 @@ async fn a_client_provoking_stream_errors_is_cut_off_like_one_resetting() {
     for i in 0..300u32 {
         let id = 2 * i + 1;
         wire.extend(headers(id, flag::END_STREAM, &get_block("/?sleep_ms=2000")));
-        wire.extend(frame(kind::WINDOW_UPDATE, 0, id, &0u32.to_be_bytes()));
+        wire.extend(then(id));
     }
     c.send(&wire).await;
-    let mut resets = 0;
-    let mut goaway = None;
+    let (mut resets, mut goaway) = (0, None);
     while let Some((head, payload)) = c.next().await {
         match head.kind {
             kind::RST_STREAM => resets += 1,
@@ -733,15 +703,34 @@ async fn a_client_provoking_stream_errors_is_cut_off_like_one_resetting() {
             _ => {}
         }
     }
-    assert_eq!(goaway, Some(Reason::ENHANCE_YOUR_CALM.0));
-    assert_eq!(resets, 250, "the 250th premature reset ends the connection");
+    let cut = stat(
+        &legate,
+        "http.ingress_http.downstream_rq_too_many_premature_resets",
+    )
+    .await;
+    (resets, goaway, cut)
+}
+
+/// Streams the client resets before their responses: the 250th closes the
+/// connection (Envoy's premature reset limit, before 500 have ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resetting_most_streams_early_is_cut_off() {
+    let (resets, goaway, cut) =
+        rapid_reset(|id| frame(kind::RST_STREAM, 0, id, &Reason::CANCEL.0.to_be_bytes())).await;
+    assert_eq!((resets, goaway, cut), (0, Some(Reason::ENHANCE_YOUR_CALM.0), 1));
+}
+
+/// The same with the resets sent by legate: each stream gets a stream
+/// error (WINDOW_UPDATE of 0) right after its request. Those count too, as
+/// in Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_provoking_stream_errors_is_cut_off_like_one_resetting() {
+    let (resets, goaway, cut) =
+        rapid_reset(|id| frame(kind::WINDOW_UPDATE, 0, id, &0u32.to_be_bytes())).await;
     assert_eq!(
-        stat(
-            &legate,
-            "http.ingress_http.downstream_rq_too_many_premature_resets"
-        )
-        .await,
-        1
+        (resets, goaway, cut),
+        (250, Some(Reason::ENHANCE_YOUR_CALM.0), 1),
+        "the 250th premature reset ends the connection"
     );
 }
 

@@ -922,13 +922,25 @@ async fn forward(
     };
     let answered_at = Instant::now();
     let upstream_time = answered_at - sent_at;
+    let result = match result {
+        // A switch the request did not ask for: the client could not follow
+        // it (HTTP/2 has no 101 at all, RFC 9113 §8.6), so it is the
+        // upstream's protocol error (the HTTP WG's advice to Envoy,
+        // envoy#29071). The HTTP/1.1 pool never reuses a connection after
+        // a 101.
+        Ok((r, _)) if r.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() => Err(
+            upstream::SendError::Protocol("101 to a request that asked for no upgrade"),
+        ),
+        other => other,
+    };
     let (mut response, upstream_lease) = match result {
         Ok((r, lease)) => {
             in_flight.finish(r.status().as_u16(), upstream_time);
             (r, lease)
         }
         Err(e) => {
-            let (flag, reason, transport) = classify(&e);
+            tracing::debug!("upstream request failed: {e:?}");
+            let (status, flag, reason, transport) = classify(&e);
             if matches!(e, upstream::SendError::ConnectTimeout) {
                 cluster.stats.upstream_cx_connect_timeout.inc();
             }
@@ -936,32 +948,19 @@ async fn forward(
                 cluster.stats.upstream_cx_connect_fail.inc();
                 host.stats.cx_connect_fail.inc();
             }
-            in_flight.finish(503, upstream_time);
+            in_flight.finish(status.as_u16(), upstream_time);
             info.upstream_transport_failure_reason = transport.clone();
             let body = connect_failure_body(reason, transport.as_deref());
             let details = format!(
                 "upstream_reset_before_response_started{{{}}}",
                 reason.replace(' ', "_")
             );
-            let mut o = local(info, StatusCode::SERVICE_UNAVAILABLE, &body, Some(flag), &details);
+            let mut o = local(info, status, &body, Some(flag), &details);
             o.received = Some(received);
             return o;
         }
     };
     drop(in_flight);
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
-        // A switch the request did not ask for: the client could not follow
-        // it (HTTP/2 has no 101 at all, RFC 9113 §8.6). A 502, as the HTTP
-        // WG advised Envoy (envoy#29071); the upstream connection is not
-        // reused (the HTTP/1.1 pool never keeps one after a 101).
-        drop((response, upstream_lease));
-        let body = connect_failure_body("protocol error", None);
-        let details = "upstream_reset_before_response_started{protocol_error}";
-        let flag = Some(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-        let mut o = local(info, StatusCode::BAD_GATEWAY, &body, flag, details);
-        o.received = Some(received);
-        return o;
-    }
     info.first_upstream_response_byte = Some(answered_at - info.start);
     info.response_code_details = Some("via_upstream".into());
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -1025,11 +1024,15 @@ enum Timeout {
     Route,
 }
 
-/// The response flag, Envoy's reset reason and the transport failure
-/// reason for a failed upstream request.
-fn classify(e: &upstream::SendError) -> (ResponseFlags, &'static str, Option<String>) {
+/// The local reply's status, the response flag, Envoy's reset reason and
+/// the transport failure reason for a failed upstream request. A protocol
+/// error is a 502 `UPE`, as in Envoy since 1.18 (envoy#15033); the rest
+/// are 503s.
+fn classify(e: &upstream::SendError) -> (StatusCode, ResponseFlags, &'static str, Option<String>) {
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     match e {
         upstream::SendError::Connect(io) => (
+            unavailable,
             ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             "connection failure",
             Some(match io.raw_os_error() {
@@ -1038,13 +1041,21 @@ fn classify(e: &upstream::SendError) -> (ResponseFlags, &'static str, Option<Str
             }),
         ),
         upstream::SendError::ConnectTimeout => (
+            unavailable,
             ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             "connection timeout",
             None,
         ),
         upstream::SendError::Request(_) => (
+            unavailable,
             ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             "connection termination",
+            None,
+        ),
+        upstream::SendError::Protocol(_) => (
+            StatusCode::BAD_GATEWAY,
+            ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            "protocol error",
             None,
         ),
     }

@@ -124,9 +124,12 @@ pub enum SendError {
     Connect(std::io::Error),
     /// `connect_timeout` passed.
     ConnectTimeout,
-    /// The connection broke, or the upstream broke the protocol, before a
-    /// response arrived.
+    /// The connection broke (or, over HTTP/2, the stream was reset) before
+    /// a response arrived.
     Request(super::body::BodyError),
+    /// The upstream's HTTP/1.1 response broke the protocol (a malformed or
+    /// oversized head, bad framing, a 101 nobody asked for).
+    Protocol(&'static str),
 }
 
 /// What a response holds of an HTTP/2 connection until its body ends: its
@@ -269,6 +272,7 @@ pub async fn send(
         {
             Ok(resp) => return Ok((resp.map(Upstream::H1), None)),
             Err(h1_client::Error::ClosedBeforeResponse(_)) if reused && may_retry => may_retry = false,
+            Err(h1_client::Error::Protocol(what)) => return Err(SendError::Protocol(what)),
             Err(e) => return Err(SendError::Request(e.into())),
         }
     }

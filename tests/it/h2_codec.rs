@@ -770,28 +770,10 @@ async fn a_client_that_opens_no_window_is_cut_off_by_the_stream_idle_timeout() {
 /// would be malformed, RFC 9113 §8.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unasked_for_101_from_the_origin_is_a_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let o = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
-                    )
-                    .await;
-                let _ = s.read(&mut b).await;
-            });
-        }
-    });
+    let o = super::support::canned_origin(
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+    )
+    .await;
     let legate = Legate::start(&config(o, ""), &[]);
     let front = legate.addr("front");
     let r = get(front, "/", &[]).await;

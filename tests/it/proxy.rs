@@ -792,3 +792,41 @@ async fn always_set_request_id_in_response_echoes_the_id_sent_upstream() {
     let r = get(front, "/", &[("x-request-id", "abc")]).await;
     assert_eq!(r.header("x-request-id"), Some("abc"));
 }
+
+/// An origin whose response breaks HTTP/1.1 gets the client Envoy's 502
+/// `UPE` (Envoy since 1.18; before, and in legate until now, a 503 `UC`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_upstream_response_is_a_502_upe() {
+    let answers: [&'static [u8]; 4] = [
+        b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n",
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+    ];
+    for answer in answers {
+        let what = String::from_utf8_lossy(answer).into_owned();
+        let o = super::support::canned_origin(answer).await;
+        let dir = super::support::Dir::new();
+        let log = dir.write("access.log", "");
+        let config = front_bootstrap(
+            &super::timeouts::details_log(&log),
+            &route("/", "o", ""),
+            &static_cluster("o", o, ""),
+        );
+        let legate = Legate::start(&config, &[]);
+        let r = get(legate.addr("front"), "/", &[]).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                502,
+                "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+            ),
+            "{what:?}"
+        );
+        assert_eq!(
+            super::timeouts::logged_at_exit(legate, &log).await,
+            "502 UPE upstream_reset_before_response_started{protocol_error}\n",
+            "{what:?}"
+        );
+    }
+}

@@ -184,6 +184,32 @@ impl Drop for Legate {
     }
 }
 
+/// An origin that reads each request head and answers `answer` as it is
+/// (whatever it holds, well-formed or not), then waits for the client to
+/// close.
+pub async fn canned_origin(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+                while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
 pub mod origin {
     //! A real HTTP origin (HTTP/1.1 and h2c on one port) that answers with
     //! a JSON description of the request it received.

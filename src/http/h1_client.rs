@@ -197,11 +197,7 @@ pub fn response_framing(
     raw: &RawHead,
     noted: &ConnectionFields,
 ) -> Result<ResponseFraming, &'static str> {
-    if request_was_head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if request_was_head || super::status_has_no_body(status) {
         return Ok(ResponseFraming::None);
     }
     // The elements of the comma-separated lists of every field of a kind.

@@ -692,10 +692,7 @@ impl Connection {
         let status = response.status();
         let headers = response.headers();
         let body = response.body();
-        let no_body = is_head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let no_body = is_head || super::status_has_no_body(status);
         let raw = body.raw_head();
         let size = headers
             .iter()

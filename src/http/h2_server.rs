@@ -808,11 +808,7 @@ fn drive(h2: &mut Conn<Work>, key: usize, limit: usize, cx: &mut Context<'_>) ->
                 let head_request = work.head_request;
                 let (parts, body) = response.into_parts();
                 let status = parts.status;
-                let no_body = head_request
-                    || status.is_informational()
-                    || status == StatusCode::NO_CONTENT
-                    || status == StatusCode::NOT_MODIFIED
-                    || body.is_end_stream();
+                let no_body = head_request || super::status_has_no_body(status) || body.is_end_stream();
                 h2.send_headers(key, no_body, |enc, out| {
                     response_head(enc, out, status, &parts.headers, &body, head_request)
                 });
@@ -950,9 +946,7 @@ fn response_head(
     if !has_date {
         super::h1_server::with_http_date(|d| enc.field_bytes(out, &DATE, d, false));
     }
-    let bodiless =
-        status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    if !has_length && !head_request && !bodiless {
+    if !has_length && !head_request && !super::status_has_no_body(status) {
         if let Some(n) = body.size_hint().exact() {
             enc.field_bytes(
                 out,

@@ -25,3 +25,34 @@ pub mod upstream;
 pub(crate) fn boxed_in_place<T>(make: impl FnOnce() -> T) -> Box<T> {
     Box::write(Box::new_uninit(), make())
 }
+
+/// A response with this status has no body, whatever its fields say: 1xx,
+/// 204 and 304 (RFC 9110 §15.2, §15.3.5, §15.4.5; RFC 9112 §6.3). Each
+/// codec frames (or does not frame) a response by it.
+pub(crate) fn status_has_no_body(status: http::StatusCode) -> bool {
+    status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    #[test]
+    fn statuses_without_a_body() {
+        for (status, none) in [
+            (100, true),
+            (101, true),
+            (103, true),
+            (200, false),
+            (204, true),
+            (205, false),
+            (304, true),
+            (404, false),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(super::status_has_no_body(status), none, "{status}");
+        }
+    }
+}

@@ -318,10 +318,6 @@ impl<T: Default> Conn<T> {
         self.streams.len()
     }
 
-    pub fn last_opened(&self) -> u32 {
-        self.last_opened
-    }
-
     /// The final GOAWAY is out: no new stream will be served.
     pub fn goaway_sent(&self) -> bool {
         self.goaway.is_some()
@@ -342,7 +338,7 @@ impl<T: Default> Conn<T> {
         self.streams.get_mut(key).map(|s| &mut s.user)
     }
 
-    pub fn stream_id(&self, key: usize) -> Option<u32> {
+    fn stream_id(&self, key: usize) -> Option<u32> {
         self.streams.get(key).map(|s| s.id)
     }
 

@@ -19,10 +19,11 @@
 //! open for that long) start a graceful shutdown, a GOAWAY naming the
 //! largest stream id and a PING, then the final GOAWAY once the PING is
 //! answered or HCM `drain_timeout` (5 s) has passed, and the open streams
-//! finish (bounded by `--drain-time-s`); a client resetting most of its
-//! streams before their responses is cut off (Envoy's premature reset
-//! limit); a request body flows as the upstream takes it, the client's
-//! window reopening as it does (per stream: `initial_stream_window_size`).
+//! finish (bounded by `--drain-time-s`); a connection whose streams are
+//! mostly reset before their responses, by the client or for its stream
+//! errors, is cut off (Envoy's premature reset limit); a request body
+//! flows as the upstream takes it, the client's window reopening as it
+//! does (per stream: `initial_stream_window_size`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -38,8 +38,9 @@ pub struct HttpStats {
     pub downstream_cx_max_requests_reached: Arc<Counter>,
     /// HTTP/1 requests the codec refused (malformed, too large…).
     pub downstream_cx_protocol_error: Arc<Counter>,
-    /// HTTP/2 connections closed because the client reset most of its
-    /// streams before their responses (Envoy's premature reset limit).
+    /// HTTP/2 connections closed because too many of their streams were
+    /// reset (by the client, or by legate for the client's stream errors)
+    /// before their responses (Envoy's premature reset limit).
     pub downstream_rq_too_many_premature_resets: Arc<Counter>,
     /// Connections closed by `common_http_protocol_options.idle_timeout`.
     pub downstream_cx_idle_timeout: Arc<Counter>,
